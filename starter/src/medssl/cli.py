@@ -1,0 +1,37 @@
+"""Conventions shared by every ``python -m medssl.<tool>`` command.
+
+* Errors a user can fix (:class:`medssl.errors.MedSSLError`) print one
+  ``error: ...`` message and exit with status 2, never a traceback.
+* The common flags (``--dataset``, ``--root``, ``--size``, ``--seed``,
+  ``--device``, ``--out``, ``--overwrite``) are spelled the same everywhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from .errors import MedSSLError
+
+
+def add_common_args(p: argparse.ArgumentParser, out_default: str | None = None) -> None:
+    p.add_argument("--dataset", required=True, help="MedMNIST key, e.g. breastmnist, pneumoniamnist, bloodmnist")
+    p.add_argument("--root", default=None, help="data folder (default: $MEDMNIST_ROOT, else ~/.medmnist)")
+    p.add_argument("--size", type=int, default=28, choices=(28, 64, 128, 224), help="image size (default 28)")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default auto)")
+    p.add_argument("--out", default=out_default, required=out_default is None, help="output folder for this run")
+    p.add_argument("--overwrite", action="store_true", help="replace a previous run in --out")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> int:
+    try:
+        return int(main(argv) or 0)
+    except MedSSLError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; files written so far are complete (atomic writes).", file=sys.stderr)
+        return 130

@@ -1,0 +1,383 @@
+"""Supervised training: ``python -m medssl.train --dataset breastmnist --model smallcnn --epochs 5 --out runs/x``.
+
+The building blocks (:func:`train_one_epoch`, :func:`predict_logits`,
+:func:`fit`) are reused by SSL fine-tuning and the notebooks; :func:`run`
+is the whole job behind the command line.
+
+Outputs in ``--out``: ``config.json`` (written first), ``best.pt`` (best
+validation AUROC), ``val_log.jsonl`` (one line per epoch), ``test_metrics.json``,
+``predictions.npz`` (val/test logits and labels, for calibration and
+thresholds), ``reliability.png`` and ``curves.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+import platform
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from . import __version__
+from .augment import AugSpec, BatchAugment, supervised_augmentation
+from .calibration import softmax
+from .cli import add_common_args, run_cli
+from .data import (
+    MedMNISTDataset,
+    SplitData,
+    TensorSplit,
+    ensure_file,
+    file_md5,
+    fraction_indices,
+    indices_filename,
+    load_splits,
+    to_float,
+)
+from .errors import CheckpointError, ConfigError
+from .metrics import classification_metrics, format_summary
+from .models import Classifier, build_model, count_parameters, load_encoder
+from .plots import learning_curves, reliability_diagram
+from .registry import DatasetSpec, get_spec
+from .utils import (
+    append_jsonl,
+    check_fraction,
+    make_generator,
+    prepare_out_dir,
+    resolve_device,
+    save_figure,
+    save_torch,
+    set_seed,
+    write_json,
+)
+
+CHECKPOINT_FORMAT = "medssl-classifier-v1"
+
+
+@dataclass
+class TrainConfig:
+    """Every hyperparameter of a supervised run; saved next to every result."""
+
+    dataset: str
+    model: str = "smallcnn"
+    epochs: int = 5
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    seed: int = 42
+    size: int = 28
+    aug: str = "light"
+    label_frac: float = 1.0
+    finetune: str = "all"
+    pretrained: bool = False
+    weights: str | None = None
+    stem: str = "auto"
+    encoder: str | None = None
+    encoder_lr: float | None = None
+    optimizer: str = "adamw"
+    scheduler: str = "cosine"
+    loader: str = "tensor"
+    device: str = "auto"
+    root: str | None = None
+    indices_dir: str | None = None
+    n_bins: int = 15
+    eval_batch_size: int = 512
+    progress: bool = True
+
+    def validate(self) -> TrainConfig:
+        get_spec(self.dataset)
+        check_fraction(self.label_frac, "--label-frac")
+        if self.epochs < 1:
+            raise ConfigError(f"--epochs must be >= 1, got {self.epochs}.")
+        if self.batch_size < 1:
+            raise ConfigError(f"--batch-size must be >= 1, got {self.batch_size}.")
+        if not (self.lr > 0):
+            raise ConfigError(f"--lr must be > 0, got {self.lr}.")
+        if self.loader not in ("tensor", "dataset"):
+            raise ConfigError(f"--loader must be 'tensor' or 'dataset', got {self.loader!r}.")
+        if self.optimizer not in ("adamw", "sgd"):
+            raise ConfigError(f"--optimizer must be 'adamw' or 'sgd', got {self.optimizer!r}.")
+        if self.scheduler not in ("cosine", "constant"):
+            raise ConfigError(f"--scheduler must be 'cosine' or 'constant', got {self.scheduler!r}.")
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# ------------------------------------------------------------------- batches
+def train_batches(data: SplitData, cfg_batch_size: int, device: torch.device, aug: AugSpec, loader: str,
+                  shuffle_gen: torch.Generator, aug_gen: torch.Generator,
+                  tensor_split: TensorSplit | None = None) -> tuple[Iterator, int]:
+    """Normalised, augmented training batches from either path, and how many there are."""
+    if loader == "tensor":
+        split = tensor_split or TensorSplit(data, device)
+        augment = BatchAugment(aug)
+
+        def gen():
+            for xb, yb in split.batches(cfg_batch_size, shuffle=True, generator=shuffle_gen):
+                yield to_float(augment(xb, aug_gen), normalize=False).sub_(0.5).div_(0.5), yb
+
+        return gen(), split.num_batches(cfg_batch_size)
+    ds = MedMNISTDataset(data, transform=None if aug.is_identity else aug.torchvision(data.size))
+    dl = torch.utils.data.DataLoader(ds, batch_size=cfg_batch_size, shuffle=True, generator=shuffle_gen,
+                                     num_workers=0)
+
+    def gen_dl():
+        for xb, yb in dl:
+            yield xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
+
+    return gen_dl(), len(dl)
+
+
+def _autocast(device: torch.device):
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast("cpu", enabled=False)
+
+
+def train_one_epoch(model: nn.Module, batches, n_batches: int, optimizer: torch.optim.Optimizer,
+                    scheduler=None, device: torch.device | None = None, desc: str = "train",
+                    progress: bool = True) -> float:
+    """One pass over ``batches``; returns the sample-weighted mean training loss."""
+    model.train()
+    total, count = 0.0, 0
+    bar = tqdm(batches, total=n_batches, desc=desc, leave=False, disable=not progress, dynamic_ncols=True)
+    for x, y in bar:
+        with _autocast(x.device):
+            loss = F.cross_entropy(model(x), y)
+        if not torch.isfinite(loss):
+            raise ConfigError(f"training loss became {loss.item()} ({desc}); lower --lr and try again.")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        total += loss.item() * len(y)
+        count += len(y)
+        bar.set_postfix(loss=f"{total / count:.4f}")
+    return total / max(count, 1)
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, images: torch.Tensor | np.ndarray, batch_size: int = 512,
+                   device: torch.device | None = None, features: bool = False) -> np.ndarray:
+    """Logits (or encoder features) for uint8 images (N, C, H, W), in eval mode, as float32 numpy."""
+    device = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    x_all = torch.as_tensor(images)
+    outs = []
+    for start in range(0, len(x_all), batch_size):
+        x = to_float(x_all[start:start + batch_size].to(device))
+        with _autocast(device):
+            out = model.features(x) if features else model(x)
+        outs.append(out.float().cpu())
+    model.train(was_training)
+    return torch.cat(outs).numpy() if outs else np.zeros((0, 0), dtype=np.float32)
+
+
+def evaluate(model: nn.Module, data: SplitData, spec: DatasetSpec, batch_size: int = 512,
+             n_bins: int = 15, device=None) -> tuple[dict, np.ndarray]:
+    """Metrics and logits of ``model`` on one split; metrics include the cross-entropy ``loss``."""
+    logits = predict_logits(model, data.images, batch_size, device)
+    m = classification_metrics(data.labels, softmax(logits), spec, n_bins=n_bins)
+    m["loss"] = float(F.cross_entropy(torch.from_numpy(logits).double(), torch.from_numpy(data.labels)).item())
+    return m, logits
+
+
+def build_optimizer(model: Classifier, lr: float, weight_decay: float, encoder_lr: float | None = None,
+                    kind: str = "adamw") -> torch.optim.Optimizer:
+    """AdamW (or SGD) over trainable parameters; ``encoder_lr`` puts the encoder in its own group."""
+    enc = [p for p in model.encoder.parameters() if p.requires_grad]
+    head = [p for p in model.head.parameters() if p.requires_grad]
+    groups = []
+    if enc:
+        groups.append({"params": enc, "lr": encoder_lr if encoder_lr is not None else lr, "name": "encoder"})
+    groups.append({"params": head, "lr": lr, "name": "head"})
+    if kind == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=0.9, weight_decay=weight_decay, nesterov=True)
+    return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
+
+
+def cosine_schedule(optimizer: torch.optim.Optimizer, total_steps: int):
+    """Per-step cosine decay from each group's lr to zero."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / max(total_steps, 1))))
+
+
+def fit(model: Classifier, train: SplitData, val: SplitData, spec: DatasetSpec, cfg: TrainConfig,
+        device: torch.device, log_path: Path | None = None, on_best=None) -> tuple[list[dict], dict, int]:
+    """Train with validation after every epoch; keep the weights with the best val AUROC.
+
+    Returns ``(history, best_state_dict, best_epoch)``. ``on_best(model, epoch, val_metrics)``
+    is called whenever the best model improves (the CLI saves ``best.pt`` there).
+    """
+    aug = supervised_augmentation(cfg.aug, spec.modality)
+    shuffle_gen = make_generator(cfg.seed + 1)
+    aug_gen = make_generator(cfg.seed + 2, device)
+    optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay, cfg.encoder_lr, cfg.optimizer)
+    tsplit = TensorSplit(train, device) if cfg.loader == "tensor" else None
+    steps = (tsplit.num_batches(cfg.batch_size) if tsplit else -(-len(train) // cfg.batch_size)) * cfg.epochs
+    scheduler = cosine_schedule(optimizer, steps) if cfg.scheduler == "cosine" else None
+    history: list[dict] = []
+    best_score, best_epoch, best_state = -math.inf, 0, copy.deepcopy(model.state_dict())
+    for epoch in range(1, cfg.epochs + 1):
+        t0 = time.perf_counter()
+        batches, n_batches = train_batches(train, cfg.batch_size, device, aug, cfg.loader, shuffle_gen, aug_gen, tsplit)
+        train_loss = train_one_epoch(model, batches, n_batches, optimizer, scheduler, device,
+                                     desc=f"epoch {epoch}/{cfg.epochs}", progress=cfg.progress)
+        vm, _ = evaluate(model, val, spec, cfg.eval_batch_size, cfg.n_bins, device)
+        row = {"epoch": epoch, "train_loss": train_loss, "val_loss": vm["loss"], "val_acc": vm["acc"],
+               "val_auroc": vm["auroc"], "val_ece": vm["ece"], "lr": optimizer.param_groups[-1]["lr"],
+               "seconds": time.perf_counter() - t0}
+        history.append(row)
+        if log_path is not None:
+            append_jsonl(log_path, row)
+        score = vm["auroc"] if not math.isnan(vm["auroc"]) else -vm["loss"]
+        if score > best_score:
+            best_score, best_epoch, best_state = score, epoch, copy.deepcopy(model.state_dict())
+            if on_best is not None:
+                on_best(model, epoch, vm)
+    return history, best_state, best_epoch
+
+
+# ------------------------------------------------------------------ checkpoints
+def load_classifier(path: str | Path, device: str | torch.device = "cpu") -> tuple[Classifier, dict]:
+    """Rebuild a trained model from ``best.pt``; returns ``(model, checkpoint_dict)``."""
+    p = Path(path)
+    if not p.exists():
+        raise CheckpointError(f"checkpoint {p} not found; train a model first (python -m medssl.train ... --out DIR).")
+    try:
+        ckpt = torch.load(p, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise CheckpointError(f"could not read {p} ({type(exc).__name__}); is it a complete file?") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{p} is not a medssl classifier checkpoint.")
+    meta = ckpt["meta"]
+    model = build_model(meta["arch"], meta["n_classes"], meta["in_channels"], input_size=meta["input_size"],
+                        stem=meta["stem"] if meta["stem"] != "n/a" else "auto")
+    model.load_state_dict(ckpt["model_state"])
+    model.meta.update(meta)
+    return model.to(device).eval(), ckpt
+
+
+# ------------------------------------------------------------------------ job
+def run(cfg: TrainConfig, out: str | Path, overwrite: bool = False) -> dict:
+    """The whole supervised job: data, model, training, test evaluation, files. Returns test metrics."""
+    cfg.validate()
+    t_start = time.perf_counter()
+    spec = get_spec(cfg.dataset)
+    out = prepare_out_dir(out, overwrite)
+    device = resolve_device(cfg.device)
+    set_seed(cfg.seed)
+    splits = load_splits(cfg.dataset, size=cfg.size, root=cfg.root)
+    train_full = splits["train"]
+    idx = None
+    if cfg.label_frac < 1.0:
+        idx = fraction_indices(train_full.labels, cfg.label_frac, cfg.seed, cfg.indices_dir or out, spec.key)
+    train = train_full.subset(idx) if idx is not None else train_full
+    write_json(out / "config.json", {"config": cfg.to_dict(), "n_train_used": len(train)})
+
+    model = build_model(cfg.model, spec.n_classes, spec.n_channels, input_size=cfg.size, stem=cfg.stem,
+                        pretrained=cfg.pretrained, weights_path=cfg.weights, finetune="all")
+    if cfg.encoder:
+        load_encoder(model, cfg.encoder)
+    if cfg.finetune == "head":
+        model.freeze_encoder()
+    model.meta["finetune"] = cfg.finetune
+    model.to(device)
+
+    def save_best(m: Classifier, epoch: int, vm: dict) -> None:
+        save_torch({"format": CHECKPOINT_FORMAT, "model_state": m.state_dict(), "meta": m.meta,
+                    "config": cfg.to_dict(), "epoch": epoch, "val_metrics": vm, "dataset": spec.key}, out / "best.pt")
+
+    log_path = out / "val_log.jsonl"
+    log_path.unlink(missing_ok=True)
+    history, best_state, best_epoch = fit(model, train, splits["val"], spec, cfg, device, log_path, save_best)
+    model.load_state_dict(best_state)
+    val_m, val_logits = evaluate(model, splits["val"], spec, cfg.eval_batch_size, cfg.n_bins, device)
+    test_m, test_logits = evaluate(model, splits["test"], spec, cfg.eval_batch_size, cfg.n_bins, device)
+    wall = time.perf_counter() - t_start
+    path = ensure_file(spec.key, cfg.size, cfg.root)
+    result = {
+        **test_m,
+        "dataset": spec.key, "split": "test", "seed": cfg.seed, "device": str(device), "wall_time_s": wall,
+        "best_epoch": best_epoch, "epochs_run": len(history), "label_frac": cfg.label_frac,
+        "n_train_labels": len(train),
+        "split_sizes": {"train": len(train_full), "train_used": len(train), "val": len(splits["val"]),
+                        "test": len(splits["test"])},
+        "val_metrics": {k: val_m[k] for k in ("acc", "auroc", "ece", "f1_macro", "loss")},
+        "model": model.meta, "n_parameters": count_parameters(model),
+        "n_trainable": count_parameters(model, trainable_only=True),
+        "augmentation": supervised_augmentation(cfg.aug, spec.modality).describe(),
+        "config": cfg.to_dict(),
+        "data": {"file": path.name, "md5": file_md5(path), "synthetic": spec.synthetic,
+                 "train_indices_file": None if idx is None else indices_filename(cfg.label_frac, cfg.seed)},
+        "versions": {"medssl": __version__, "torch": torch.__version__, "python": platform.python_version()},
+    }
+    write_json(out / "test_metrics.json", result)
+    with open(out / "predictions.npz", "wb") as fh:
+        np.savez(fh, val_logits=val_logits, val_labels=splits["val"].labels, test_logits=test_logits,
+                 test_labels=splits["test"].labels, train_indices=np.asarray(idx if idx is not None else []))
+    label = f"{spec.key} {cfg.model} ({spec.describe_positive()})"
+    save_figure(reliability_diagram(softmax(test_logits), splits["test"].labels, spec.positive_class, cfg.n_bins,
+                                    title=f"{label}\ntest reliability", positive_label=spec.positive_name),
+                out / "reliability.png")
+    save_figure(learning_curves(history, title=f"{spec.key} {cfg.model}"), out / "curves.png")
+    return result
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    names = {f.name for f in fields(TrainConfig)}
+    kw = {k: v for k, v in vars(args).items() if k in names}
+    kw["progress"] = not args.no_progress
+    kw["pretrained"] = args.pretrained == "imagenet"
+    return TrainConfig(**kw)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m medssl.train", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_common_args(p)
+    p.add_argument("--model", default="smallcnn", choices=("smallcnn", "resnet18", "resnet50"))
+    p.add_argument("--finetune", default="all", choices=("all", "head"), help="head = frozen backbone")
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--encoder-lr", type=float, default=None, help="separate LR for the encoder (fine-tuning)")
+    p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--aug", default="light", choices=("none", "basic", "light"))
+    p.add_argument("--label-frac", type=float, default=1.0, help="fraction of training labels, in (0, 1]")
+    p.add_argument("--indices-dir", default=None, help="folder for indices_frac=<f>_seed=<s>.json (default --out)")
+    p.add_argument("--pretrained", default="none", choices=("none", "imagenet"))
+    p.add_argument("--weights", default=None, help="local ImageNet weights file (.pth)")
+    p.add_argument("--stem", default="auto", choices=("auto", "small", "imagenet"))
+    p.add_argument("--encoder", default=None, help="start from an SSL encoder checkpoint (ssl_encoder.pt)")
+    p.add_argument("--optimizer", default="adamw", choices=("adamw", "sgd"))
+    p.add_argument("--scheduler", default="cosine", choices=("cosine", "constant"))
+    p.add_argument("--loader", default="tensor", choices=("tensor", "dataset"),
+                   help="tensor = whole split on the device, batched augmentation; dataset = readable per-image path")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    cfg = config_from_args(args)
+    res = run(cfg, args.out, overwrite=args.overwrite)
+    note = "  [SYNTHETIC data: not a real result]" if res["data"]["synthetic"] else ""
+    print(f"[{res['dataset']} {cfg.model}] best epoch {res['best_epoch']}/{cfg.epochs}: test {format_summary(res)} "
+          f"| {res['wall_time_s']:.1f}s on {res['device']} -> {args.out}{note}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(main))

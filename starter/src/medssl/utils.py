@@ -1,0 +1,184 @@
+"""Small shared helpers: seeding, devices, atomic file writes, output folders."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import ConfigError, OutputExistsError
+
+log = logging.getLogger("medssl")
+
+
+def get_logger() -> logging.Logger:
+    """The library logger, with a plain handler the first time it is asked for."""
+    if not log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("[medssl] %(levelname)s: %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+    return log
+
+
+# --------------------------------------------------------------------------- seeds
+def set_seed(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA) in one call."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def make_generator(seed: int, device: str | torch.device = "cpu") -> torch.Generator:
+    g = torch.Generator(device=device)
+    g.manual_seed(seed)
+    return g
+
+
+# -------------------------------------------------------------------------- device
+def resolve_device(device: str = "auto") -> torch.device:
+    """'auto' picks CUDA, then Apple MPS, then CPU; an explicit choice is checked."""
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(
+            "--device cuda was asked for but no CUDA GPU is visible. "
+            "Use --device auto (or cpu); in Colab pick Runtime > Change runtime type > GPU."
+        )
+    return torch.device(device)
+
+
+# ------------------------------------------------------------------- atomic writes
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; move it into place only on success.
+
+    A crash halfway through writing never leaves a truncated file behind, and a
+    reader never sees a half-written one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu().tolist()
+    if isinstance(obj, (Path, torch.device)):
+        return str(obj)
+    raise TypeError(f"Object of type {type(obj).__name__} is not JSON serialisable")
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Round-trip through JSON so numpy/torch values become plain Python."""
+    return json.loads(json.dumps(obj, default=_json_default))
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> Path:
+    """Write JSON atomically (temp file + rename), numpy/torch values converted."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, default=_json_default, allow_nan=True) + "\n")
+    return Path(path)
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
+
+
+def append_jsonl(path: str | os.PathLike, obj: Any) -> None:
+    """Append one JSON line and flush it, so a crashed run keeps its log."""
+    with open(path, "a") as fh:
+        fh.write(json.dumps(obj, default=_json_default) + "\n")
+        fh.flush()
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    with open(path) as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def save_figure(fig, path: str | os.PathLike, dpi: int = 150) -> Path:
+    """Save a matplotlib figure atomically as PNG and close it."""
+    import matplotlib.pyplot as plt
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png")
+    plt.close(fig)
+    return Path(path)
+
+
+def save_torch(obj: Any, path: str | os.PathLike) -> Path:
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+    return Path(path)
+
+
+# ------------------------------------------------------------------ output folders
+RUN_MARKERS = ("best.pt", "test_metrics.json", "val_log.jsonl", "ssl_encoder.pt", "ssl_config.json")
+
+
+def prepare_out_dir(out: str | os.PathLike, overwrite: bool = False,
+                    markers: tuple[str, ...] = RUN_MARKERS) -> Path:
+    """Create ``out``; refuse to reuse a folder that already holds a run.
+
+    With ``overwrite=True`` the old run's files are removed first, so the
+    folder never mixes files from two runs.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise OutputExistsError(f"{out} exists and is a file, not a folder. Choose another --out.")
+    found = [m for m in markers if (out / m).exists()]
+    if found and not overwrite:
+        raise OutputExistsError(
+            f"{out} already holds a previous run ({', '.join(found)}). "
+            "Pick a new --out folder, or pass --overwrite to replace that run."
+        )
+    if found and overwrite:
+        for child in out.iterdir():
+            if child.is_file():
+                child.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def check_fraction(frac: float, name: str = "label fraction") -> float:
+    try:
+        frac = float(frac)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a number in (0, 1], got {frac!r}.") from None
+    if not (0.0 < frac <= 1.0):
+        hint = f" Did you mean {frac / 100:g}?" if 1.0 < frac <= 100.0 else ""
+        raise ConfigError(f"{name} must be in (0, 1] (e.g. 0.1 for 10% of the labels), got {frac:g}.{hint}")
+    return frac
