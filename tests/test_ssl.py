@@ -1,0 +1,309 @@
+"""SSL losses, MoCo queue/EMA, two-view data paths and the pretraining CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import medssl.ssl as ssl_mod
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from medssl.augment import AugSpec, ssl_augmentation
+from medssl.cli import run_cli
+from medssl.data import TensorSplit, load_split
+from medssl.errors import ConfigError, OutputExistsError
+from medssl.models import build_model, load_encoder, model_from_encoder, read_encoder
+from medssl.pretrain import SSLConfig, TrainingDivergedError, main, run
+from medssl.ssl import (
+    MoCo,
+    SimCLR,
+    SSLDataset,
+    info_nce_loss,
+    nt_xent_loss,
+    num_two_view_batches,
+    two_view_batches,
+)
+from medssl.utils import make_generator, read_jsonl
+
+
+# --------------------------------------------------------------- references
+def reference_nt_xent(z1: np.ndarray, z2: np.ndarray, tau: float) -> float:
+    """NT-Xent by the definition, one anchor at a time, in float64."""
+    z = np.concatenate([z1, z2]).astype(np.float64)
+    z = z / np.linalg.norm(z, axis=1, keepdims=True)
+    n = len(z)
+    b = n // 2
+    total = 0.0
+    for i in range(n):
+        partner = i + b if i < b else i - b
+        num = math.exp(float(z[i] @ z[partner]) / tau)
+        den = sum(math.exp(float(z[i] @ z[j]) / tau) for j in range(n) if j != i)
+        total += -math.log(num / den)
+    return total / n
+
+
+def reference_info_nce(q: np.ndarray, k: np.ndarray, queue: np.ndarray, tau: float) -> float:
+    unit = lambda a: a / np.linalg.norm(a, axis=1, keepdims=True)
+    q, k, queue = unit(q.astype(np.float64)), unit(k.astype(np.float64)), unit(queue.astype(np.float64))
+    total = 0.0
+    for i in range(len(q)):
+        logits = np.concatenate([[q[i] @ k[i]], queue @ q[i]]) / tau
+        total += -(logits[0] - np.log(np.exp(logits).sum()))
+    return total / len(q)
+
+
+# ------------------------------------------------------------------ NT-Xent
+@pytest.mark.parametrize("b,d,tau", [(8, 16, 0.2), (5, 7, 0.5), (1, 4, 0.1), (3, 32, 1.0)])
+def test_nt_xent_matches_loop_reference(b, d, tau):
+    g = torch.Generator().manual_seed(b * 100 + d)
+    z1, z2 = torch.randn(b, d, generator=g), torch.randn(b, d, generator=g)
+    got = nt_xent_loss(z1, z2, tau).item()
+    assert got == pytest.approx(reference_nt_xent(z1.numpy(), z2.numpy(), tau), rel=1e-5, abs=1e-6)
+
+
+def test_nt_xent_short_last_batch_uses_its_own_size():
+    """A batch of 3 after batches of 8: positives must be i <-> i+3, not i+8."""
+    g = torch.Generator().manual_seed(0)
+    z1 = torch.randn(3, 10, generator=g)
+    z2 = z1 + 0.01 * torch.randn(3, 10, generator=g)     # near-copies: partner is obvious
+    got = nt_xent_loss(z1, z2, 0.2).item()
+    assert got == pytest.approx(reference_nt_xent(z1.numpy(), z2.numpy(), 0.2), rel=1e-5)
+    assert got < 1.0
+
+
+def test_nt_xent_identical_embeddings_give_log_2b_minus_1():
+    for b in (2, 4, 7):
+        z = torch.ones(b, 5)
+        assert nt_xent_loss(z, z.clone(), 0.2).item() == pytest.approx(math.log(2 * b - 1), rel=1e-6)
+
+
+def test_nt_xent_aligned_pairs_orthogonal_negatives_is_near_minimum():
+    b, tau = 4, 0.1
+    z1 = torch.eye(8)[:b]                  # b mutually orthogonal unit vectors
+    z2 = z1.clone()                        # each view identical to its partner
+    got = nt_xent_loss(z1, z2, tau).item()
+    # cos = 1 with the partner, 0 with the 2B-2 others: loss = log(1 + (2B-2) e^{-1/tau})
+    expected = math.log(1 + (2 * b - 2) * math.exp(-1 / tau))
+    assert got == pytest.approx(expected, rel=1e-3, abs=1e-6)
+    assert got < 0.01
+    # and lower than for random embeddings
+    assert got < nt_xent_loss(torch.randn(b, 8), torch.randn(b, 8), tau).item()
+
+
+def test_nt_xent_masks_self_similarity_instead_of_subtracting():
+    """If the diagonal took part in the softmax, identical embeddings would give log(2B), not log(2B-1)."""
+    z = torch.ones(3, 4)
+    assert nt_xent_loss(z, z, 0.5).item() != pytest.approx(math.log(6), rel=1e-3)
+
+
+def test_nt_xent_gradients_finite_and_bad_input_rejected():
+    z1 = torch.randn(4, 6, requires_grad=True)
+    z2 = torch.randn(4, 6, requires_grad=True)
+    nt_xent_loss(z1, z2).backward()
+    assert torch.isfinite(z1.grad).all() and torch.isfinite(z2.grad).all()
+    with pytest.raises(ConfigError, match="same shape"):
+        nt_xent_loss(torch.randn(4, 6), torch.randn(3, 6))
+    with pytest.raises(ConfigError, match="tau"):
+        nt_xent_loss(torch.randn(4, 6), torch.randn(4, 6), tau=0.0)
+
+
+def test_info_nce_matches_reference():
+    g = torch.Generator().manual_seed(3)
+    q, k, queue = torch.randn(5, 8, generator=g), torch.randn(5, 8, generator=g), torch.randn(11, 8, generator=g)
+    got = info_nce_loss(q, k, queue, 0.2).item()
+    assert got == pytest.approx(reference_info_nce(q.numpy(), k.numpy(), queue.numpy(), 0.2), rel=1e-5)
+
+
+# --------------------------------------------------------------------- MoCo
+def _moco(queue_size=8, momentum=0.9, proj_dim=4):
+    torch.manual_seed(0)
+    c = build_model("smallcnn", 2, 1)
+    return MoCo(c.encoder, c.feature_dim, proj_dim=proj_dim, hidden_dim=16, queue_size=queue_size, momentum=momentum)
+
+
+def test_moco_queue_pointer_wraps_and_keeps_newest_keys():
+    m = _moco(queue_size=8, proj_dim=4)
+    first = F.normalize(torch.randn(5, 4), dim=1)
+    m.enqueue(first)
+    assert int(m.queue_ptr) == 5
+    assert torch.allclose(m.queue[:5], first)
+    second = F.normalize(torch.randn(5, 4), dim=1)
+    m.enqueue(second)                          # slots 5, 6, 7, then wraps to 0, 1
+    assert int(m.queue_ptr) == 2
+    assert torch.allclose(m.queue[5:8], second[:3])
+    assert torch.allclose(m.queue[0:2], second[3:])
+    assert torch.allclose(m.queue[2:5], first[2:5])      # the oldest not yet overwritten
+    big = F.normalize(torch.randn(11, 4), dim=1)        # more keys than the queue holds
+    m.enqueue(big)
+    assert torch.allclose(m.queue, big[-8:]) and int(m.queue_ptr) == 0
+
+
+def test_moco_ema_after_an_optimizer_step():
+    m = _moco(momentum=0.9)
+    m.train()
+    opt = torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=0.5)
+    x1, x2 = torch.rand(6, 1, 28, 28), torch.rand(6, 1, 28, 28)
+    loss = m(x1, x2)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    query_after = [p.detach().clone() for p in m.query_parameters()]
+    key_before = [p.detach().clone() for p in m.key_parameters()]
+    assert any(not torch.allclose(q, k) for q, k in zip(query_after, key_before))   # the step moved the query
+    m(x1, x2)                                                # the next forward applies the EMA first
+    for pk, k0, q in zip(m.key_parameters(), key_before, query_after):
+        assert torch.allclose(pk, 0.9 * k0 + 0.1 * q, atol=1e-6)
+    assert all(not p.requires_grad for p in m.key_parameters())
+
+
+def test_moco_forward_enqueues_keys_of_both_views():
+    m = _moco(queue_size=32)
+    m.train()
+    m(torch.rand(6, 1, 28, 28), torch.rand(6, 1, 28, 28))
+    assert int(m.queue_ptr) == 12
+    assert torch.allclose(m.queue[:12].norm(dim=1), torch.ones(12), atol=1e-5)
+
+
+def test_moco_rejects_bad_settings():
+    c = build_model("smallcnn", 2, 1)
+    with pytest.raises(ConfigError, match="momentum"):
+        MoCo(c.encoder, c.feature_dim, momentum=1.0)
+    with pytest.raises(ConfigError, match="queue"):
+        MoCo(c.encoder, c.feature_dim, queue_size=0)
+
+
+# ---------------------------------------------------------------- two views
+def test_ssl_dataset_two_different_views(synth_root):
+    data = load_split("synthetic", "train", root=synth_root)
+    ds = SSLDataset(data, ssl_augmentation("ultrasound", "strong"))
+    torch.manual_seed(0)
+    v1, v2 = ds[0]
+    assert v1.shape == v2.shape == (1, 28, 28) and v1.dtype == torch.float32
+    assert not torch.equal(v1, v2)
+    assert -1.0 <= float(v1.min()) and float(v1.max()) <= 1.0
+    assert len(ds) == len(data)
+    same = SSLDataset(data, AugSpec("none"))[0]
+    assert torch.equal(same[0], same[1])
+
+
+def test_two_view_batches_cover_the_split_and_skip_a_single_image(synth_root):
+    data = load_split("synthetic", "train", root=synth_root).subset(range(9))
+    split = TensorSplit(data)
+    batches = list(two_view_batches(split, 4, ssl_augmentation("xray"), make_generator(0), make_generator(1)))
+    assert [len(v1) for v1, _ in batches] == [4, 4]          # 9 = 4 + 4 + 1, the lone image is skipped
+    assert num_two_view_batches(9, 4) == 2 and num_two_view_batches(10, 4) == 3
+    v1, v2 = batches[0]
+    assert v1.shape == v2.shape == (4, 1, 28, 28) and not torch.equal(v1, v2)
+
+
+def test_simclr_model_loss_and_chance_level():
+    torch.manual_seed(0)
+    c = build_model("smallcnn", 2, 1)
+    m = SimCLR(c.encoder, c.feature_dim, proj_dim=8, tau=0.2)
+    x = torch.rand(5, 1, 28, 28)
+    loss = m(x, x)
+    assert torch.isfinite(loss) and 0 < loss.item() < m.chance_loss(5) + 1
+
+
+# --------------------------------------------------------------------- CLI
+def _args(root, out, *extra):
+    return ["--dataset", "synthetic", "--root", str(root), "--backbone", "smallcnn", "--epochs", "2",
+            "--batch-size", "200", "--out", str(out), "--no-progress", *extra]
+
+
+def test_pretrain_cli_end_to_end(synth_root, tmp_path, capsys):
+    out = tmp_path / "ssl"
+    assert main(_args(synth_root, out, "--proj-dim", "32", "--tau", "0.3")) == 0
+    assert "final loss" in capsys.readouterr().out
+    for f in ("ssl_encoder.pt", "ssl_proj_head.pt", "ssl_config.json", "ssl_loss_curve.png", "ssl_log.jsonl"):
+        assert (out / f).stat().st_size > 0, f
+    cfg = json.loads((out / "ssl_config.json").read_text())
+    assert cfg["status"] == "done" and cfg["epochs_run"] == 2 and cfg["labels_used"] is False
+    assert cfg["config"]["tau"] == 0.3 and cfg["config"]["proj_dim"] == 32 and cfg["seed"] == 42
+    assert cfg["augmentations"] == ssl_augmentation("ultrasound", "strong").describe()
+    assert cfg["data"]["synthetic"] is True and cfg["wall_time_s"] > 0 and cfg["device"] == "cpu"
+    log = read_jsonl(out / "ssl_log.jsonl")
+    assert [r["epoch"] for r in log] == [1, 2] and cfg["final_loss"] == log[-1]["loss"]
+    assert all(0 < r["loss"] < cfg["chance_loss"] + 0.5 for r in log)
+    # the encoder loads back into the supervised/probe code
+    model = model_from_encoder(out / "ssl_encoder.pt", n_classes=2)
+    assert model.meta["arch"] == "smallcnn"
+    fresh = load_encoder(build_model("smallcnn", 2, 1), out / "ssl_encoder.pt")
+    for k, v in read_encoder(out / "ssl_encoder.pt")["state_dict"].items():
+        assert torch.equal(fresh.encoder.state_dict()[k], v)
+    head = torch.load(out / "ssl_proj_head.pt", weights_only=False)
+    assert head["out_dim"] == 32
+
+
+def test_pretrain_refuses_to_overwrite(synth_root, tmp_path, capsys):
+    out = tmp_path / "ssl"
+    out.mkdir()
+    (out / "ssl_encoder.pt").write_bytes(b"an earlier run")
+    cfg = SSLConfig("synthetic", backbone="smallcnn", epochs=1, batch_size=200, root=str(synth_root), progress=False)
+    with pytest.raises(OutputExistsError, match="--overwrite"):
+        run(cfg, out)
+    assert (out / "ssl_encoder.pt").read_bytes() == b"an earlier run"
+    assert run_cli(main, _args(synth_root, out)) == 2         # CLI: one error line, no traceback
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "--overwrite" in err and "Traceback" not in err
+
+
+def test_pretrain_moco_run(synth_root, tmp_path):
+    cfg = SSLConfig("synthetic", backbone="smallcnn", method="moco", epochs=1, batch_size=200, queue_size=256,
+                    momentum=0.95, root=str(synth_root), progress=False)
+    res = run(cfg, tmp_path / "moco")
+    assert res["method"] == "moco-lite" and res["config"]["queue_size"] == 256 and res["config"]["momentum"] == 0.95
+    assert res["chance_loss"] == pytest.approx(math.log(257))
+    assert 0 < res["final_loss"] < res["chance_loss"] + 0.5
+    assert model_from_encoder(tmp_path / "moco" / "ssl_encoder.pt", 2).meta["init"] == "encoder:ssl_encoder.pt"
+
+
+def _few_steps(data, seed):
+    torch.manual_seed(seed)
+    c = build_model("smallcnn", 2, 1)
+    m = SimCLR(c.encoder, c.feature_dim, proj_dim=8)
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-3)
+    losses = []
+    for v1, v2 in two_view_batches(TensorSplit(data), 16, ssl_augmentation("ultrasound", "strong"),
+                                   make_generator(seed + 1), make_generator(seed + 2)):
+        loss = m(v1, v2)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
+def test_same_seed_same_losses(synth_root):
+    data = load_split("synthetic", "train", root=synth_root).subset(range(48))
+    a, b, c = _few_steps(data, 0), _few_steps(data, 0), _few_steps(data, 1)
+    assert len(a) == 3 and a == b and a != c
+
+
+def test_pretrain_nan_stops_and_keeps_last_good_checkpoint(synth_root, tmp_path, monkeypatch):
+    calls = {"n": 0}
+    real = ssl_mod.nt_xent_loss
+
+    def flaky(z1, z2, tau=0.2, normalize=True):
+        calls["n"] += 1
+        loss = real(z1, z2, tau, normalize)
+        return loss * float("nan") if calls["n"] > 2 else loss      # epoch 1 = 2 steps, then NaN
+
+    monkeypatch.setattr(ssl_mod, "nt_xent_loss", flaky)
+    out = tmp_path / "ssl"
+    cfg = SSLConfig("synthetic", backbone="smallcnn", epochs=3, batch_size=200, root=str(synth_root), progress=False)
+    with pytest.raises(TrainingDivergedError, match="epoch 2.*checkpoint of epoch 1.*--lr"):
+        run(cfg, out)
+    saved = json.loads((out / "ssl_config.json").read_text())
+    assert saved["status"] == "diverged" and saved["epochs_run"] == 1
+    assert read_encoder(out / "ssl_encoder.pt")["extra"]["epoch"] == 1
+    assert all(torch.isfinite(v.float()).all() for v in read_encoder(out / "ssl_encoder.pt")["state_dict"].values())
+
+
+def test_pretrain_validates_config(synth_root, tmp_path):
+    with pytest.raises(ConfigError, match="queue"):
+        run(SSLConfig("synthetic", method="moco", queue_size=16, batch_size=64, root=str(synth_root)), tmp_path / "x")
+    with pytest.raises(ConfigError, match="method"):
+        SSLConfig("synthetic", method="byol").validate()
