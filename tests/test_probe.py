@@ -195,3 +195,39 @@ def test_probe_bad_input(encoder_file, synth_root, tmp_path):
     (out / "downstream_config.json").write_text("{}")
     with pytest.raises(OutputExistsError):
         run(_cfg(synth_root, encoder_file), out)
+
+
+# ------------------------------------------------------------- representations
+def test_reduce_2d_pca_matches_svd_and_tsne_is_seeded():
+    from medssl.embed import reduce_2d
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((60, 8)) * np.arange(1, 9)
+    xs = (x - x.mean(0)) / x.std(0)
+    _, _, vt = np.linalg.svd(xs, full_matrices=False)
+    ref = xs @ vt[:2].T
+    got = reduce_2d(x, "pca")
+    assert got.shape == (60, 2)
+    for k in range(2):                                  # principal axes are defined up to sign
+        assert np.allclose(np.abs(got[:, k]), np.abs(ref[:, k]), atol=1e-6)
+    a, b = reduce_2d(x, "tsne", seed=3), reduce_2d(x, "tsne", seed=3)
+    assert a.shape == (60, 2) and np.allclose(a, b)
+    with pytest.raises(ConfigError, match="umap"):
+        reduce_2d(x, "isomap")
+
+
+def test_embed_cli_ssl_vs_random_with_imagenet_skipped(encoder_file, synth_root, tmp_path, capsys):
+    from medssl.embed import main as embed_main
+
+    out = tmp_path / "embed"
+    assert embed_main(["--dataset", "synthetic", "--root", str(synth_root), "--encoder", str(encoder_file),
+                       "--methods", "pca", "tsne", "--split", "val", "--max-points", "60", "--device", "cpu",
+                       "--out", str(out)]) == 0
+    assert "5-NN balanced accuracy" in capsys.readouterr().out
+    rec = json.loads((out / "embed_config.json").read_text())
+    assert rec["encoders"] == ["SSL", "random"] and "smallcnn" in rec["skipped"]["ImageNet"]
+    assert rec["n_points"] == 60 and all(0.0 <= v <= 1.0 for v in rec["knn_balanced_accuracy"].values())
+    pts = np.load(out / "embed_points_val.npz")
+    assert {"SSL__pca", "SSL__tsne", "random__pca", "random__tsne", "labels", "indices"} <= set(pts.files)
+    assert pts["SSL__pca"].shape == (60, 2) and len(np.unique(pts["indices"])) == 60
+    assert (out / "representations_val.png").stat().st_size > 0
