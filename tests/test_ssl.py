@@ -15,7 +15,7 @@ from medssl.cli import run_cli
 from medssl.data import TensorSplit, load_split
 from medssl.errors import ConfigError, OutputExistsError
 from medssl.models import build_model, load_encoder, model_from_encoder, read_encoder
-from medssl.pretrain import SSLConfig, TrainingDivergedError, main, run
+from medssl.pretrain import SSLConfig, TrainingDivergedError, main, resolve_queue_size, run
 from medssl.ssl import (
     MoCo,
     SimCLR,
@@ -255,9 +255,17 @@ def test_pretrain_moco_run(synth_root, tmp_path):
                     momentum=0.95, root=str(synth_root), progress=False)
     res = run(cfg, tmp_path / "moco")
     assert res["method"] == "moco-lite" and res["config"]["queue_size"] == 256 and res["config"]["momentum"] == 0.95
-    assert res["chance_loss"] == pytest.approx(math.log(257))
+    assert res["chance_loss"] == pytest.approx(math.log(257)) and res["moco"]["queue_size"] == 256
     assert 0 < res["final_loss"] < res["chance_loss"] + 0.5
     assert model_from_encoder(tmp_path / "moco" / "ssl_encoder.pt", 2).meta["init"] == "encoder:ssl_encoder.pt"
+
+
+def test_default_moco_queue_fits_the_training_set():
+    assert resolve_queue_size(None, n_train=4708, batch_size=128) == 2354
+    assert resolve_queue_size(None, n_train=546, batch_size=128) == 273
+    assert resolve_queue_size(None, n_train=100_000, batch_size=256) == 4096
+    assert resolve_queue_size(None, n_train=100, batch_size=128) == 128       # at least one batch
+    assert resolve_queue_size(8192, n_train=546, batch_size=128) == 8192     # explicit wins (with a warning)
 
 
 def _few_steps(data, seed):

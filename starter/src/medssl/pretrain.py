@@ -40,6 +40,7 @@ from .ssl import METHODS, SSLDataset, build_ssl_model, num_two_view_batches, two
 from .train import _autocast, cosine_schedule
 from .utils import (
     append_jsonl,
+    get_logger,
     make_generator,
     prepare_out_dir,
     resolve_device,
@@ -73,7 +74,7 @@ class SSLConfig:
     proj_dim: int = 128
     hidden_dim: int | None = None
     tau: float = 0.2
-    queue_size: int = 4096
+    queue_size: int | None = None      # None: min(4096, half the training images), see resolve_queue_size
     momentum: float = 0.99
     aug: str = "strong"
     seed: int = 42
@@ -100,12 +101,12 @@ class SSLConfig:
             raise ConfigError(f"--tau must be > 0, got {self.tau} (0.1-0.5 is usual).")
         if self.proj_dim < 1:
             raise ConfigError(f"--proj-dim must be >= 1, got {self.proj_dim}.")
-        if self.method == "moco":
+        if self.method == "moco" and self.queue_size is not None:
             if self.queue_size < self.batch_size:
                 raise ConfigError(f"--queue-size ({self.queue_size}) should hold at least one batch "
                                   f"(--batch-size {self.batch_size}); 2048-8192 is usual.")
-            if not 0.0 <= self.momentum < 1.0:
-                raise ConfigError(f"--momentum must be in [0, 1), got {self.momentum} (0.99 is usual).")
+        if self.method == "moco" and not 0.0 <= self.momentum < 1.0:
+            raise ConfigError(f"--momentum must be in [0, 1), got {self.momentum} (0.99 is usual).")
         if self.aug not in ("mild", "strong"):
             raise ConfigError(f"--aug must be 'mild' or 'strong', got {self.aug!r}.")
         if self.loader not in ("tensor", "dataset"):
@@ -118,6 +119,23 @@ class SSLConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def resolve_queue_size(queue_size: int | None, n_train: int, batch_size: int) -> int:
+    """MoCo queue length: as given, or by default min(4096, n_train // 2) (but at least one batch).
+
+    Every epoch puts two keys per image into the queue, so a queue longer than
+    the training set holds older keys of the very image being matched: they
+    become "negatives" that are really positives. Half the training images keeps
+    that rare on small sets such as BreastMNIST (546 images -> 273).
+    """
+    if queue_size is not None:
+        if queue_size > n_train:
+            get_logger().warning("--queue-size %d is larger than the %d training images: older keys of the same "
+                                 "image will act as negatives; consider --queue-size %d.", queue_size, n_train,
+                                 max(batch_size, n_train // 2))
+        return queue_size
+    return max(batch_size, min(4096, n_train // 2))
 
 
 def unlabelled(data: SplitData) -> SplitData:
@@ -160,9 +178,11 @@ def run(cfg: SSLConfig, out: str | Path, overwrite: bool = False) -> dict:
     train = unlabelled(load_split(cfg.dataset, "train", size=cfg.size, root=cfg.root))
     aug = ssl_augmentation(spec.modality, cfg.aug)
 
+    queue_size = resolve_queue_size(cfg.queue_size, len(train), cfg.batch_size) if cfg.method == "moco" else None
+
     classifier = build_model(cfg.backbone, spec.n_classes, spec.n_channels, input_size=cfg.size, stem=cfg.stem)
     model = build_ssl_model(cfg.method, classifier.encoder, classifier.feature_dim, proj_dim=cfg.proj_dim,
-                            hidden_dim=cfg.hidden_dim, tau=cfg.tau, queue_size=cfg.queue_size,
+                            hidden_dim=cfg.hidden_dim, tau=cfg.tau, queue_size=queue_size or 1,
                             momentum=cfg.momentum).to(device)
     optimizer = _optimizer([p for p in model.parameters() if p.requires_grad], cfg)
     if cfg.loader == "tensor":
@@ -185,6 +205,8 @@ def run(cfg: SSLConfig, out: str | Path, overwrite: bool = False) -> dict:
         "device": str(device), "config": cfg.to_dict(),
         "augmentations": aug.describe(), "augmentation_spec": aug.to_dict(), "modality": spec.modality,
         "labels_used": False, "n_train_images": len(train), "steps_per_epoch": steps_per_epoch,
+        "moco": {"queue_size": queue_size, "queue_size_given": cfg.queue_size, "momentum": cfg.momentum,
+                 "symmetric_loss": True} if cfg.method == "moco" else None,
         "optimizer": {"name": cfg.optimizer, "lr": cfg.lr, "weight_decay": cfg.weight_decay,
                       "scheduler": f"{cfg.scheduler} (per step)"},
         "encoder": {**{k: classifier.meta[k] for k in ("arch", "stem", "in_channels", "input_size")},
@@ -280,7 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hidden-dim", type=int, default=None, help="hidden size of the projection head (default: "
                    "the encoder's feature size)")
     p.add_argument("--tau", type=float, default=0.2, help="temperature of the contrastive softmax")
-    p.add_argument("--queue-size", type=int, default=4096, help="MoCo: number of negative keys kept")
+    p.add_argument("--queue-size", type=int, default=None,
+                   help="MoCo: number of negative keys kept (default min(4096, half the training images))")
     p.add_argument("--momentum", type=float, default=0.99, help="MoCo: EMA factor of the key encoder")
     p.add_argument("--aug", default="strong", choices=("mild", "strong"), help="SSL augmentation strength "
                    "(modality-aware presets, see medssl.augment.ssl_augmentation)")
