@@ -361,20 +361,22 @@ def synthetic_arrays(spec: DatasetSpec, size: int = 28, seed: int = 0) -> dict[s
         rng.shuffle(labels)
         cy, cx = rng.uniform(0.3, 0.7, (2, n, 1, 1)).astype(np.float32)
         if spec.n_classes == 2:
-            base = rng.uniform(0.35, 0.65, (n, 1, 1)) + 0.12 * rng.standard_normal((n, size, size))
-            r = rng.uniform(0.10, 0.22, (n, 1, 1))
+            base = rng.uniform(0.45, 0.7, (n, 1, 1)) + 0.08 * rng.standard_normal((n, size, size))
+            r = rng.uniform(0.14, 0.24, (n, 1, 1))
             blob = ((yy - cy) ** 2 / 1.5 + (xx - cx) ** 2) < r ** 2
-            depth = rng.uniform(0.15, 0.4, (n, 1, 1)) * (labels == spec.positive_class)[:, None, None]
+            depth = rng.uniform(0.25, 0.45, (n, 1, 1)) * (labels == spec.positive_class)[:, None, None]
             img = np.clip(base - depth * blob, 0, 1)
             imgs = (img * 255).astype(np.uint8)
             if spec.n_channels == 3:
                 imgs = np.repeat(imgs[..., None], 3, axis=-1)
         else:
-            hues = rng.uniform(0.2, 0.9, (spec.n_classes, 3))
+            # class k gets a well-separated colour: the bits of k pick low/high in each RGB channel
+            bits = (np.arange(spec.n_classes)[:, None] >> np.arange(3)) & 1
+            hues = 0.3 + 0.55 * bits
             radius = np.linspace(0.12, 0.3, spec.n_classes)
             r = (radius[labels] + rng.normal(0, 0.02, n))[:, None, None]
             disc = (((yy - cy) ** 2 + (xx - cx) ** 2) < r ** 2)[..., None]
-            colour = hues[labels][:, None, None, :] + rng.normal(0, 0.08, (n, 1, 1, 3))
+            colour = hues[labels][:, None, None, :] + rng.normal(0, 0.05, (n, 1, 1, 3))
             bg = 0.15 + 0.1 * rng.standard_normal((n, size, size, 3))
             img = np.clip(np.where(disc, colour, bg) + 0.05 * rng.standard_normal((n, size, size, 3)), 0, 1)
             imgs = (img * 255).astype(np.uint8)

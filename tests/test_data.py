@@ -1,0 +1,169 @@
+"""Data layer: real files, synthetic fallback, integrity, errors, sampling."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import requires_real
+
+from medssl import data as D
+from medssl.errors import (ConfigError, CorruptDatasetError, DatasetNotAvailableError, UnknownDatasetError,
+                           UnsupportedTaskError)
+from medssl.registry import available_datasets, get_spec
+
+# Published split sizes and label counts of the official files (medmnist v3 INFO; counts from the files).
+REAL = {
+    "breastmnist": {"train": [147, 399], "val": [21, 57], "test": [42, 114]},
+    "pneumoniamnist": {"train": [1214, 3494], "val": [135, 389], "test": [234, 390]},
+}
+
+
+@pytest.mark.parametrize("key", [pytest.param(k, marks=requires_real(k)) for k in REAL])
+def test_real_shapes_and_class_counts(key):
+    splits = D.load_splits(key)
+    for split, counts in REAL[key].items():
+        s = splits[split]
+        assert s.images.shape == (sum(counts), 1, 28, 28)
+        assert s.images.dtype == np.uint8
+        assert s.labels.shape == (sum(counts),) and s.labels.dtype == np.int64
+        assert s.class_counts().tolist() == counts
+    assert D.class_counts(key) == REAL[key]
+
+
+@requires_real("breastmnist", 64)
+def test_real_64px_and_as_rgb():
+    s = D.load_split("breastmnist", "val", size=64, as_rgb=True)
+    assert s.images.shape == (78, 3, 64, 64)
+    assert np.array_equal(s.images[:, 0], s.images[:, 2])
+
+
+def test_positive_class_registry():
+    breast, pneumo = get_spec("breastmnist"), get_spec("pneumoniamnist")
+    assert breast.positive_class == 0 and breast.positive_name == "malignant"
+    assert pneumo.positive_class == 1 and pneumo.positive_name == "pneumonia"
+    assert breast.modality == "ultrasound" and pneumo.modality == "xray"
+    assert get_spec("bloodmnist").positive_class is None and get_spec("bloodmnist").n_classes == 8
+    assert "bloodmnist" in available_datasets() and "chestmnist" not in available_datasets()
+
+
+def test_unknown_and_unsupported_keys_explain_themselves():
+    with pytest.raises(UnknownDatasetError, match="Did you mean 'breastmnist'"):
+        get_spec("breastmnst")
+    with pytest.raises(UnsupportedTaskError, match="multi-label"):
+        get_spec("chestmnist")
+    with pytest.raises(UnsupportedTaskError, match="3D"):
+        get_spec("organmnist3d")
+
+
+def test_synthetic_set_has_the_medmnist_npz_layout(synth_root):
+    path = D.ensure_file("synthetic", root=synth_root)
+    assert path.parent == synth_root and path.name == "synthetic.npz"
+    with np.load(path) as npz:
+        assert sorted(npz.files) == sorted(f"{s}_{k}" for s in D.SPLITS for k in ("images", "labels"))
+        assert npz["train_images"].shape == (400, 28, 28) and npz["train_images"].dtype == np.uint8
+        assert npz["train_labels"].shape == (400, 1)
+    s = D.load_split("synthetic", "train", root=synth_root)
+    assert s.images.shape == (400, 1, 28, 28) and set(np.unique(s.labels)) == {0, 1}
+    rgb = D.load_split("synthetic8", "test", size=64, root=synth_root)
+    assert rgb.images.shape == (160, 3, 64, 64) and rgb.class_counts().tolist() == [20] * 8
+
+
+def test_missing_file_offline_gives_a_clear_message(tmp_path, monkeypatch):
+    import medmnist.dataset
+
+    def offline(self):
+        raise RuntimeError("Automatic download failed! Please download it manually.")
+
+    monkeypatch.setattr(medmnist.dataset.MedMNIST, "download", offline)
+    with pytest.raises(DatasetNotAvailableError) as err:
+        D.ensure_file("bloodmnist", root=tmp_path)
+    msg = str(err.value)
+    assert "bloodmnist.npz" in msg and str(tmp_path) in msg
+    assert "zenodo" in msg.lower() and "MEDMNIST_ROOT" in msg
+    assert not list(tmp_path.iterdir()), "a failed download must leave nothing behind"
+    with pytest.raises(DatasetNotAvailableError, match="download=False"):
+        D.ensure_file("bloodmnist", root=tmp_path, download=False)
+
+
+def test_corrupt_or_truncated_file_is_refused(tmp_path):
+    (tmp_path / "breastmnist.npz").write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(CorruptDatasetError, match="MD5"):
+        D.load_split("breastmnist", root=tmp_path)
+
+
+@requires_real("breastmnist")
+def test_truncated_real_file_is_refused(tmp_path):
+    good = D.ensure_file("breastmnist")
+    (tmp_path / "breastmnist.npz").write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(CorruptDatasetError, match="Delete it and download"):
+        D.ensure_file("breastmnist", root=tmp_path)
+
+
+def test_data_root_precedence(monkeypatch, tmp_path):
+    monkeypatch.setenv("MEDMNIST_ROOT", str(tmp_path / "env"))
+    assert D.data_root() == tmp_path / "env"
+    assert D.data_root(tmp_path / "arg") == tmp_path / "arg"
+    monkeypatch.delenv("MEDMNIST_ROOT")
+    assert D.data_root() == D.default_root()
+
+
+def test_flatten_labels_squeezes_only_the_label_axis():
+    assert D.flatten_labels(np.array([[1]])).shape == (1,)
+    assert D.flatten_labels(np.array([[0], [1], [1]])).tolist() == [0, 1, 1]
+    with pytest.raises(ConfigError):
+        D.flatten_labels(np.zeros((3, 2)))
+
+
+def test_stratified_fraction_is_stratified_deterministic_and_keeps_every_class():
+    labels = np.array([0] * 147 + [1] * 399 + [2] * 7)
+    a = D.stratified_fraction(labels, 0.1, seed=3)
+    assert np.array_equal(a, D.stratified_fraction(labels, 0.1, seed=3))
+    assert not np.array_equal(a, D.stratified_fraction(labels, 0.1, seed=4))
+    assert np.bincount(labels[a]).tolist() == [15, 40, 1]
+    tiny = D.stratified_fraction(labels, 0.01, seed=0)
+    assert set(labels[tiny]) == {0, 1, 2}
+    assert len(np.unique(tiny)) == len(tiny)
+    assert np.array_equal(D.stratified_fraction(labels, 1.0, 0), np.arange(len(labels)))
+
+
+@pytest.mark.parametrize("bad", [0, -0.1, 1.5, 10, "ten"])
+def test_fraction_out_of_range_is_a_clear_error(bad):
+    with pytest.raises(ConfigError, match=r"\(0, 1\]"):
+        D.stratified_fraction(np.array([0, 1]), bad, 0)
+
+
+def test_fraction_indices_are_saved_and_reused(tmp_path):
+    labels = np.array([0] * 30 + [1] * 70)
+    idx = D.fraction_indices(labels, 0.2, 7, tmp_path, dataset="synthetic")
+    f = tmp_path / "indices_frac=0.2_seed=7.json"
+    saved = json.loads(f.read_text())
+    assert saved["indices"] == idx.tolist() and saved["class_counts"] == [6, 14]
+    # a later caller gets the saved file back, even if the sampler changed
+    f.write_text(json.dumps(saved | {"indices": [0, 1, 2]}))
+    assert D.fraction_indices(labels, 0.2, 7, tmp_path, dataset="synthetic").tolist() == [0, 1, 2]
+    with pytest.raises(ConfigError, match="made for"):
+        D.fraction_indices(np.zeros(50, int), 0.2, 7, tmp_path)
+
+
+def test_tensor_split_batches_cover_every_image_once(synth_root):
+    s = D.load_split("synthetic", "val", root=synth_root)
+    ts = D.TensorSplit(s)
+    seen = []
+    g = torch.Generator().manual_seed(0)
+    for xb, yb in ts.batches(32, shuffle=True, generator=g):
+        assert xb.dtype == torch.uint8 and xb.shape[1:] == (1, 28, 28)
+        seen.append(yb)
+    assert [len(b) for b in seen] == [32, 32, 32, 4]
+    assert torch.cat(seen).sort().values.tolist() == sorted(s.labels.tolist())
+    assert ts.num_batches(32) == 4 and ts.num_batches(32, drop_last=True) == 3
+
+
+def test_readable_dataset_matches_fast_path_without_augmentation(synth_root):
+    s = D.load_split("synthetic", "test", root=synth_root)
+    x0, y0 = D.MedMNISTDataset(s)[5]
+    assert y0 == s.labels[5]
+    assert torch.allclose(x0, D.to_float(torch.from_numpy(s.images[5:6]))[0])
+    assert float(x0.min()) >= -1 and float(x0.max()) <= 1

@@ -1,0 +1,110 @@
+"""The supervised CLI end to end on the synthetic set (real data: see the closing note / README)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from medssl.train import load_classifier, main
+from medssl.utils import read_jsonl
+
+ARGS = ["--dataset", "synthetic", "--model", "smallcnn", "--epochs", "3", "--no-progress"]
+
+
+def run_cli(args):
+    from medssl.cli import run_cli as wrapped
+    return wrapped(main, args)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    base = tmp_path_factory.mktemp("cli")
+    root = base / "data"
+    root.mkdir()
+    out = base / "run"
+    assert run_cli(ARGS + ["--root", str(root), "--out", str(out)]) == 0
+    return root, out
+
+
+def test_cli_writes_every_output(trained):
+    _, out = trained
+    for name in ("best.pt", "val_log.jsonl", "test_metrics.json", "reliability.png", "curves.png",
+                 "predictions.npz", "config.json"):
+        assert (out / name).is_file(), name
+    for png in ("reliability.png", "curves.png"):
+        Image.open(out / png).verify()
+    m = json.loads((out / "test_metrics.json").read_text())
+    for key in ("acc", "auroc", "ece", "f1_macro", "precision", "recall", "confusion_matrix", "n_per_class",
+                "config", "split_sizes", "seed", "device", "wall_time_s"):
+        assert key in m, key
+    assert m["data"]["synthetic"] is True and m["positive_class"] == 0
+    assert m["split_sizes"] == {"train": 400, "train_used": 400, "val": 100, "test": 100}
+    assert m["auroc"] > 0.75, "the synthetic set is learnable; a 3-epoch smallcnn must find the lesion"
+    log = read_jsonl(out / "val_log.jsonl")
+    assert [r["epoch"] for r in log] == [1, 2, 3]
+    assert set(log[0]) >= {"train_loss", "val_loss", "val_acc", "val_auroc", "lr", "seconds"}
+    best = max(log, key=lambda r: r["val_auroc"])
+    assert m["best_epoch"] == best["epoch"]
+
+
+def test_best_checkpoint_reproduces_saved_predictions(trained):
+    root, out = trained
+    from medssl.data import load_split
+    from medssl.train import predict_logits
+
+    model, ckpt = load_classifier(out / "best.pt")
+    test = load_split("synthetic", "test", root=root)
+    saved = np.load(out / "predictions.npz")
+    assert np.allclose(predict_logits(model, test.images), saved["test_logits"], atol=1e-5)
+    assert ckpt["config"]["dataset"] == "synthetic"
+
+
+def test_same_seed_same_numbers(trained, tmp_path):
+    root, out = trained
+    assert run_cli(ARGS + ["--root", str(root), "--out", str(tmp_path / "again")]) == 0
+    a = json.loads((out / "test_metrics.json").read_text())
+    b = json.loads((tmp_path / "again" / "test_metrics.json").read_text())
+    for k in ("acc", "auroc", "ece", "f1_macro", "confusion_matrix", "best_epoch"):
+        assert a[k] == b[k], k
+
+
+def test_refuses_to_overwrite_a_previous_run(trained, capsys):
+    root, out = trained
+    before = (out / "test_metrics.json").read_bytes()
+    assert run_cli(ARGS + ["--root", str(root), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "already holds a previous run" in err and "--overwrite" in err and "Traceback" not in err
+    assert (out / "test_metrics.json").read_bytes() == before
+
+
+def test_overwrite_flag_replaces_the_run(trained, tmp_path):
+    root, _ = trained
+    out = tmp_path / "o"
+    assert run_cli(ARGS + ["--root", str(root), "--out", str(out), "--epochs", "1"]) == 0
+    assert run_cli(ARGS + ["--root", str(root), "--out", str(out), "--epochs", "2", "--overwrite"]) == 0
+    assert len(read_jsonl(out / "val_log.jsonl")) == 2
+
+
+def test_label_fraction_and_readable_loader(trained, tmp_path):
+    root, _ = trained
+    out = tmp_path / "frac"
+    assert run_cli(ARGS + ["--root", str(root), "--out", str(out), "--epochs", "1", "--label-frac", "0.1",
+                           "--loader", "dataset"]) == 0
+    m = json.loads((out / "test_metrics.json").read_text())
+    assert m["n_train_labels"] == 40 and m["split_sizes"]["train_used"] == 40
+    idx = json.loads((out / "indices_frac=0.1_seed=42.json").read_text())
+    assert idx["class_counts"] == [20, 20] and idx["n_selected"] == 40
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--label-frac", "10"], "Did you mean 0.1"),
+    (["--dataset", "breastmnst"], "Did you mean 'breastmnist'"),
+    (["--epochs", "0"], "--epochs must be >= 1"),
+])
+def test_bad_input_is_one_clear_line(tmp_path, capsys, extra, message):
+    assert run_cli(ARGS + ["--root", str(tmp_path), "--out", str(tmp_path / "x")] + extra) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and "Traceback" not in err
