@@ -13,12 +13,11 @@ import os
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("TQDM_DISABLE", "1")
 
-from pathlib import Path  # noqa: E402
+from pathlib import Path
 
-import pytest  # noqa: E402
-
-from medssl.data import data_root, ensure_file  # noqa: E402
-from medssl.errors import MedSSLError  # noqa: E402
+import pytest
+from medssl.data import data_root, ensure_file
+from medssl.errors import MedSSLError
 
 
 def real_file_available(key: str, size: int = 28) -> bool:

@@ -8,10 +8,14 @@ import numpy as np
 import pytest
 import torch
 from conftest import requires_real
-
 from medssl import data as D
-from medssl.errors import (ConfigError, CorruptDatasetError, DatasetNotAvailableError, UnknownDatasetError,
-                           UnsupportedTaskError)
+from medssl.errors import (
+    ConfigError,
+    CorruptDatasetError,
+    DatasetNotAvailableError,
+    UnknownDatasetError,
+    UnsupportedTaskError,
+)
 from medssl.registry import available_datasets, get_spec
 
 # Published split sizes and label counts of the official files (medmnist v3 INFO; counts from the files).
