@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .errors import ConfigError
+
 
 def softmax(logits: np.ndarray) -> np.ndarray:
     z = np.asarray(logits, dtype=np.float64)
@@ -106,3 +108,242 @@ def maximum_calibration_error(probs: np.ndarray, labels: np.ndarray, n_bins: int
     bins = reliability_bins(conf, out, n_bins, strategy)
     filled = bins.count > 0
     return float(np.max(np.abs(bins.gap[filled]))) if filled.any() else 0.0
+
+
+def adaptive_calibration_error(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15,
+                               positive_class: int | None = None) -> float:
+    """Adaptive (equal-mass) ECE: the ECE with bins that each hold the same number of predictions.
+
+    Equal-width bins leave most bins nearly empty when a model is confident; equal-mass
+    bins (Nixon et al., "Measuring Calibration in Deep Learning", 2019) spread the
+    predictions evenly, so every bin's gap is estimated from the same amount of data.
+    """
+    return expected_calibration_error(probs, labels, n_bins, positive_class, strategy="quantile")
+
+
+def _probs_and_labels(probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    probs = np.asarray(probs, dtype=np.float64)
+    labels = np.asarray(labels).astype(np.int64)
+    if probs.ndim != 2 or probs.shape[0] != labels.shape[0]:
+        raise ConfigError(f"expected probabilities of shape (N, K) and N labels, got {probs.shape} and {labels.shape}.")
+    if labels.size and (labels.min() < 0 or labels.max() >= probs.shape[1]):
+        raise ConfigError(f"labels must lie in 0..{probs.shape[1] - 1}, got {labels.min()}..{labels.max()}.")
+    return probs, labels
+
+
+def brier_score(probs: np.ndarray, labels: np.ndarray, positive_class: int | None = None) -> float:
+    """Mean squared error of the predicted probabilities (lower is better).
+
+    Binary with a positive class: ``mean((P(positive) - 1[y == positive])^2)``, in [0, 1]
+    (scikit-learn's ``brier_score_loss``). Multi-class: Brier's original score
+    ``mean(sum_k (p_k - 1[y == k])^2)``, in [0, 2].
+    """
+    probs, labels = _probs_and_labels(probs, labels)
+    if probs.shape[1] == 2 and positive_class is not None:
+        p = positive_probability(probs, positive_class)
+        return float(np.mean((p - (labels == positive_class)) ** 2))
+    onehot = np.eye(probs.shape[1])[labels]
+    return float(np.mean(np.sum((probs - onehot) ** 2, axis=1)))
+
+
+def negative_log_likelihood(probs: np.ndarray, labels: np.ndarray, eps: float = 1e-12) -> float:
+    """Mean ``-log p(true class)``; probabilities are clipped at ``eps`` so one 0 does not give inf."""
+    probs, labels = _probs_and_labels(probs, labels)
+    p_true = probs[np.arange(len(labels)), labels]
+    return float(-np.mean(np.log(np.clip(p_true, eps, 1.0))))
+
+
+def nll_from_logits(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Mean cross-entropy computed from logits with log-sum-exp (exact, no clipping)."""
+    z = np.asarray(logits, dtype=np.float64)
+    labels = np.asarray(labels).astype(np.int64)
+    z = z - z.max(axis=1, keepdims=True)
+    log_norm = np.log(np.exp(z).sum(axis=1))
+    return float(np.mean(log_norm - z[np.arange(len(labels)), labels]))
+
+
+def calibration_metrics(probs: np.ndarray, labels: np.ndarray, positive_class: int | None = None,
+                        n_bins: int = 15) -> dict:
+    """Accuracy, AUROC and every calibration score of one set of probabilities, in one dict.
+
+    ``ece`` (equal-width bins), ``ece_adaptive`` (equal-mass bins), ``mce``, ``nll``, ``brier``.
+    Which probability is judged follows the module rule (binary: P(positive); multi-class: top label).
+    """
+    from .metrics import auroc  # metrics imports this module; import here to avoid a cycle
+
+    probs, labels = _probs_and_labels(probs, labels)
+    pos = positive_class if probs.shape[1] == 2 else None
+    return {
+        "acc": float(np.mean(probs.argmax(axis=1) == labels)),
+        "auroc": auroc(labels, probs, pos),
+        "ece": expected_calibration_error(probs, labels, n_bins, pos),
+        "ece_adaptive": adaptive_calibration_error(probs, labels, n_bins, pos),
+        "mce": maximum_calibration_error(probs, labels, n_bins, pos),
+        "nll": negative_log_likelihood(probs, labels),
+        "brier": brier_score(probs, labels, pos),
+    }
+
+
+# ------------------------------------------------------------------ temperature scaling
+class TemperatureScaler:
+    """Temperature scaling (Guo et al., 2017): divide every logit by one number T > 0.
+
+    ``T`` is fitted on *validation* logits by minimising the negative log-likelihood
+    with L-BFGS. The search runs over ``log T`` so T stays positive without
+    constraints. T > 1 softens an over-confident model, T < 1 sharpens an
+    under-confident one. Dividing all logits by the same positive number never
+    changes their order, so the arg-max prediction and the accuracy stay exactly
+    as they were, and so does a binary AUROC (P(positive) is a monotone function
+    of the logit difference): only the confidence moves. (A multi-class
+    one-vs-rest AUROC can move slightly, since each p_k also depends on the other logits.)
+
+    >>> ts = TemperatureScaler().fit(val_logits, val_labels)
+    >>> test_probs = ts.predict_proba(test_logits)   # ts.temperature is the fitted T
+    """
+
+    def __init__(self, max_iter: int = 200, bounds: tuple[float, float] = (1e-2, 1e2)):
+        self.max_iter = max_iter
+        self.bounds = bounds
+        self.temperature: float | None = None
+        self.nll_before: float | None = None
+        self.nll_after: float | None = None
+        self.n_fit: int = 0
+
+    def fit(self, logits: np.ndarray, labels: np.ndarray) -> TemperatureScaler:
+        import torch
+        import torch.nn.functional as F
+
+        z = np.asarray(logits, dtype=np.float64)
+        y = np.asarray(labels).astype(np.int64)
+        if z.ndim != 2 or z.shape[1] < 2 or len(z) != len(y) or len(y) == 0:
+            raise ConfigError(f"temperature scaling needs logits (N, K>=2) and N labels, got {z.shape}, {y.shape}. "
+                              "Pass the raw model outputs (logits), not labels or 1-D scores.")
+        if not np.all(np.isfinite(z)):
+            raise ConfigError("logits contain nan or inf; check the model's predictions before calibrating.")
+        if y.min() < 0 or y.max() >= z.shape[1]:
+            raise ConfigError(f"labels must lie in 0..{z.shape[1] - 1}, got {y.min()}..{y.max()}.")
+        zt, yt = torch.from_numpy(z), torch.from_numpy(y)
+        log_t = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+        opt = torch.optim.LBFGS([log_t], lr=1.0, max_iter=self.max_iter, line_search_fn="strong_wolfe",
+                                tolerance_grad=1e-10, tolerance_change=1e-12)
+
+        def closure():
+            opt.zero_grad()
+            loss = F.cross_entropy(zt / log_t.exp(), yt)
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+        lo, hi = self.bounds
+        self.temperature = float(np.clip(np.exp(log_t.item()), lo, hi))
+        self.nll_before = nll_from_logits(z, y)
+        self.nll_after = nll_from_logits(z / self.temperature, y)
+        self.n_fit = len(y)
+        return self
+
+    def _check(self) -> float:
+        if self.temperature is None:
+            raise ConfigError("TemperatureScaler is not fitted yet: call .fit(val_logits, val_labels) first.")
+        return self.temperature
+
+    def transform(self, logits: np.ndarray) -> np.ndarray:
+        """Scaled logits ``logits / T``."""
+        return np.asarray(logits, dtype=np.float64) / self._check()
+
+    def predict_proba(self, logits: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities ``softmax(logits / T)``."""
+        return softmax(self.transform(logits))
+
+    def to_dict(self) -> dict:
+        return {"temperature": self.temperature, "fitted_on_n": self.n_fit, "nll_before": self.nll_before,
+                "nll_after": self.nll_after, "optimizer": f"LBFGS(strong_wolfe, max_iter={self.max_iter}) on log T",
+                "bounds": list(self.bounds)}
+
+    def __repr__(self) -> str:
+        t = "unfitted" if self.temperature is None else f"T={self.temperature:.4f}"
+        return f"TemperatureScaler({t})"
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
+    """The NLL-optimal temperature for ``logits`` (shortcut for ``TemperatureScaler().fit(...).temperature``)."""
+    return TemperatureScaler().fit(logits, labels).temperature  # type: ignore[return-value]
+
+
+_TS_ROWS = (("ece", "ECE ({n} equal-width bins)"), ("ece_adaptive", "adaptive ECE ({n} equal-mass bins)"),
+            ("mce", "MCE"), ("nll", "NLL"), ("brier", "Brier score"), ("auroc", "AUROC"), ("acc", "accuracy"))
+
+
+def temperature_scaling_table(result: dict) -> str:
+    """The ``P1_temp_scaling_table.md`` text from :func:`temperature_scaling_report`'s result."""
+    b, a, n = result["before"], result["after"], result["n_bins"]
+    lines = [
+        f"# Temperature scaling on {result['dataset']}",
+        "",
+        f"- T = **{result['temperature']:.4f}** fitted on validation logits (n={result['n_val']}) by minimising "
+        f"NLL (val NLL {result['val_nll_before']:.4f} -> {result['val_nll_after']:.4f}); "
+        + ("T > 1: the model was over-confident." if result["temperature"] > 1 else
+           "T < 1: the model was under-confident."),
+        f"- Metrics on the test split (n={result['n_test']}); calibration judged on {result['judged_on']}.",
+        "",
+        f"| metric | before (T=1) | after (T={result['temperature']:.3f}) | change |",
+        "|---|---|---|---|",
+    ]
+    for key, name in _TS_ROWS:
+        lines.append(f"| {name.format(n=n)} | {b[key]:.4f} | {a[key]:.4f} | {a[key] - b[key]:+.4f} |")
+    lines += ["", "Lower is better for ECE, MCE, NLL and Brier. Dividing all logits by one positive number keeps "
+              "their order, so the predicted class and the accuracy cannot change"
+              + (", nor can the AUROC of P(positive)." if result["positive_class"] is not None else
+                 "; a multi-class one-vs-rest AUROC may move slightly (each p_k also depends on the other logits)."),
+              ""]
+    return "\n".join(lines)
+
+
+def temperature_scaling_report(val_logits: np.ndarray, val_labels: np.ndarray, test_logits: np.ndarray,
+                               test_labels: np.ndarray, spec=None, n_bins: int = 15, out_dir=None,
+                               prefix: str = "P1_") -> dict:
+    """Fit T on validation, compare test calibration before/after; optionally write the P1 files.
+
+    ``spec`` (a :class:`medssl.registry.DatasetSpec` or a dataset key) says which class is
+    positive. With ``out_dir``: ``P1_temp_scaling_table.md``, ``P1_temp_scaling.json``,
+    ``P1_reliability_before.png``, ``P1_reliability_after.png`` and both on one figure,
+    ``P1_reliability_before_after.png``. Returns the numbers as a dict.
+    """
+    from .registry import get_spec
+
+    spec = get_spec(spec) if isinstance(spec, str) else spec
+    pos = spec.positive_class if spec is not None else None
+    ts = TemperatureScaler().fit(val_logits, val_labels)
+    p_before, p_after = softmax(test_logits), ts.predict_proba(test_logits)
+    k = p_before.shape[1]
+    result = {
+        "dataset": spec.key if spec is not None else "(unnamed)",
+        "positive_class": pos if k == 2 else None,
+        "positive_label": spec.positive_name if (spec is not None and k == 2) else None,
+        "judged_on": (f"P({spec.positive_name}) (class {pos})" if (spec is not None and k == 2 and pos is not None)
+                      else "top-label confidence"),
+        "temperature": ts.temperature, "n_bins": n_bins, "n_val": len(val_labels), "n_test": len(test_labels),
+        "val_nll_before": ts.nll_before, "val_nll_after": ts.nll_after, "fit": ts.to_dict(),
+        "before": calibration_metrics(p_before, test_labels, pos, n_bins),
+        "after": calibration_metrics(p_after, test_labels, pos, n_bins),
+    }
+    result["table_md"] = temperature_scaling_table(result)
+    if out_dir is not None:
+        from pathlib import Path
+
+        from .plots import reliability_diagram
+        from .utils import save_figure, write_json, write_text
+
+        out = Path(out_dir)
+        name = spec.positive_name if spec is not None else None
+        what = f"{result['dataset']} test"
+        write_text(out / f"{prefix}temp_scaling_table.md", result["table_md"])
+        write_json(out / f"{prefix}temp_scaling.json", {k_: v for k_, v in result.items() if k_ != "table_md"})
+        save_figure(reliability_diagram(p_before, test_labels, pos, n_bins, f"{what}: before (T=1)", name),
+                    out / f"{prefix}reliability_before.png")
+        save_figure(reliability_diagram(p_after, test_labels, pos, n_bins,
+                                        f"{what}: after (T={ts.temperature:.3f})", name),
+                    out / f"{prefix}reliability_after.png")
+        save_figure(reliability_diagram({"before (T=1)": p_before, f"after (T={ts.temperature:.3f})": p_after},
+                                        test_labels, pos, n_bins, f"{what}: temperature scaling", name),
+                    out / f"{prefix}reliability_before_after.png")
+    return result

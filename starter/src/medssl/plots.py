@@ -123,3 +123,98 @@ def image_grid(images: np.ndarray, captions: Sequence[str], ncols: int = 5, titl
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+# ---------------------------------------------------------------- decisions (Week 7) and robustness (Week 8)
+_POINT_STYLE = {"target_tpr": ("o", "#c44e52"), "target_fpr": ("s", "#55a868"), "youden": ("D", "#8172b2"),
+                "max_f1": ("^", "#dd8452"), "default": ("x", "black")}
+
+
+def roc_curve_figure(fpr: np.ndarray, tpr: np.ndarray, auroc: float,
+                     points: Mapping[str, tuple[float, float, float]] | None = None, title: str | None = None):
+    """ROC curve with its AUROC; ``points`` maps a name to ``(fpr, tpr, ppv)`` of an operating point to mark."""
+    fig, ax = plt.subplots(figsize=(4.6, 4.4))
+    ax.plot(fpr, tpr, color="#4c72b0", lw=2, label=f"ROC (AUROC={auroc:.3f})")
+    ax.plot([0, 1], [0, 1], "k--", lw=1, label="chance")
+    for name, (x, y, _) in (points or {}).items():
+        m, c = _POINT_STYLE.get(name, ("o", None))
+        ax.plot([x], [y], m, color=c, ms=8, mfc="none" if m != "x" else None, mew=2, label=f"{name} ({x:.2f}, {y:.2f})")
+    ax.set_xlim(-0.01, 1.01)
+    ax.set_ylim(-0.01, 1.01)
+    ax.set_xlabel("false-positive rate (1 - specificity)")
+    ax.set_ylabel("true-positive rate (sensitivity)")
+    ax.legend(loc="lower right", fontsize=7)
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def pr_curve_figure(recall: np.ndarray, precision: np.ndarray, average_precision: float, prevalence: float,
+                    points: Mapping[str, tuple[float, float, float]] | None = None, title: str | None = None):
+    """Precision-recall curve with its average precision and the chance level (= prevalence of the positive class)."""
+    fig, ax = plt.subplots(figsize=(4.6, 4.4))
+    ax.step(recall, precision, where="post", color="#4c72b0", lw=2, label=f"PR (AP={average_precision:.3f})")
+    ax.axhline(prevalence, color="k", ls="--", lw=1, label=f"chance = prevalence ({prevalence:.2f})")
+    for name, (_, y, ppv) in (points or {}).items():
+        m, c = _POINT_STYLE.get(name, ("o", None))
+        ax.plot([y], [ppv], m, color=c, ms=8, mfc="none" if m != "x" else None, mew=2,
+                label=f"{name} (R={y:.2f}, P={ppv:.2f})")
+    ax.set_xlim(-0.01, 1.01)
+    ax.set_ylim(0, 1.01)
+    ax.set_xlabel("recall (sensitivity)")
+    ax.set_ylabel("precision (PPV)")
+    ax.legend(loc="lower left", fontsize=7)
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def labelled_rows_grid(rows: Mapping[str, tuple[np.ndarray, Sequence[str]]], ncols: int | None = None,
+                       title: str | None = None, cell: float = 1.9):
+    """Rows of uint8 images (N, C, H, W), one row per entry of ``rows`` (``{row label: (images, captions)}``)."""
+    ncols = ncols or max([1, *[len(v[0]) for v in rows.values()]])
+    nrows = max(1, len(rows))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(cell * ncols + 0.6, (cell + 0.75) * nrows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for r, (label, (images, captions)) in enumerate(rows.items()):
+        axes[r, 0].text(-0.12, 0.5, label, transform=axes[r, 0].transAxes, rotation=90, ha="right", va="center",
+                        fontsize=8)
+        if len(images) == 0:
+            axes[r, 0].text(0.5, 0.5, "(none)", ha="center", va="center", transform=axes[r, 0].transAxes)
+        for ax, img, cap in zip(axes[r], images, captions):
+            if img.shape[0] == 1:
+                ax.imshow(img[0], cmap="gray", vmin=0, vmax=255)
+            else:
+                ax.imshow(np.transpose(img, (1, 2, 0)))
+            ax.set_title(cap, fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def robustness_figure(table, metrics: Sequence[str] = ("acc", "auroc", "ece"), title: str | None = None):
+    """One panel per metric against severity, one line per perturbation; the clean value is the dashed line.
+
+    ``table`` is :func:`medssl.robustness.evaluate_shifts`' DataFrame (columns perturbation,
+    severity, level, and the metrics; the clean row has perturbation ``"clean"``).
+    """
+    clean = table[table["perturbation"] == "clean"].iloc[0]
+    shifted = table[table["perturbation"] != "clean"]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.0 * len(metrics), 3.6), squeeze=False)
+    for ax, m in zip(axes[0], metrics):
+        for name, g in shifted.groupby("perturbation", sort=False):
+            ax.plot([0, *range(1, len(g) + 1)], [clean[m], *g[m].tolist()], "o-", label=name)
+        ax.axhline(clean[m], color="k", ls="--", lw=1)
+        levels = ["clean", *shifted.groupby("perturbation", sort=False)["severity"].apply(list).iloc[0]]
+        ax.set_xticks(range(len(levels)), levels)
+        ax.set_xlabel("severity")
+        ax.set_title({"acc": "accuracy", "auroc": "AUROC", "ece": "ECE (lower is better)"}.get(m, m))
+    axes[0, -1].legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
