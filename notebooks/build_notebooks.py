@@ -1,0 +1,162 @@
+"""Build the weekly notebooks from the cell text below (one source of truth for their shared cells).
+
+    python notebooks/build_notebooks.py                 # write every WeekNN_*.ipynb (no outputs)
+    python notebooks/build_notebooks.py --weeks 1 2     # only some weeks
+    python notebooks/build_notebooks.py --execute       # also run them in smoke mode and keep the outputs
+
+The committed notebooks carry the outputs of a smoke-mode run (``--execute``),
+because nbval compares the cells marked ``# NBVAL_CHECK_OUTPUT`` against them.
+Needs the real data files in ``$MEDMNIST_ROOT`` for ``--execute``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import cells  # noqa: E402  (the text of every week's cells: notebooks/cells/weekNN.py)
+
+WEEKS = cells.WEEKS
+
+GITHUB_REPO = "your-org/medmnist-ssl"  # the course's GitHub repository: used by the Colab badge and the clone
+CHECK = "# NBVAL_CHECK_OUTPUT"
+
+
+def md(text: str):
+    return new_markdown_cell(textwrap.dedent(text).strip())
+
+
+def code(text: str, check: bool = False, tags: tuple[str, ...] = ()):
+    src = textwrap.dedent(text).strip()
+    if check:
+        src = f"{CHECK}\n{src}"
+    cell = new_code_cell(src)
+    if tags:
+        cell.metadata["tags"] = list(tags)
+    return cell
+
+
+def badge(name: str) -> str:
+    url = f"https://colab.research.google.com/github/{GITHUB_REPO}/blob/main/notebooks/{name}"
+    return f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({url})"
+
+
+SETUP = f'''
+# Setup: in Colab this clones the course repository and installs it; locally it only imports the library.
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO_URL = "https://github.com/{GITHUB_REPO}.git"
+try:
+    import medssl
+except ImportError:
+    if "google.colab" not in sys.modules:
+        raise ImportError("medssl is not installed: run  pip install -r requirements.txt  in the repository") from None
+    if not Path("medmnist-ssl").exists():
+        subprocess.run(["git", "clone", "--depth", "1", REPO_URL, "medmnist-ssl"], check=True)
+    os.chdir("medmnist-ssl")
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-r", "requirements.txt"], check=True)
+    sys.path.insert(0, str(Path("starter/src").resolve()))
+    import medssl
+
+from medssl import course_helpers as ch
+
+print(ch.device_banner())
+'''
+
+
+def params_cell(extra: str, model: str, epochs_note: str, fracs: str = "None  # not used this week") -> object:
+    base = textwrap.dedent(f'''
+        # Parameters: `python -m medssl.course run` (papermill) replaces these values.
+        DATASET_KEY = "breastmnist"  # your primary dataset: "breastmnist" or "pneumoniamnist"
+        STUDENT = None               # your name -> results/week<N>/<dataset>/<STUDENT>/ (None: "your_name")
+        MODEL_NAME = {model!r}
+        EPOCHS = None                # None: {epochs_note} (1 in smoke mode)
+        BATCH_SIZE = None            # None: the week's default
+        SEED = 42
+        LABEL_FRACS = {fracs}
+        RESULTS_ROOT = None          # None: results/ in the repository (a temporary folder in smoke mode)
+        SMOKE = None                 # None: on when MEDSSL_SMOKE=1 or CI=true (1 epoch on a few hundred images)
+        OVERWRITE = None             # None: False (True in smoke mode); True replaces this week's files
+        ''').strip()
+    extra = textwrap.dedent(extra).strip()
+    return code(base + ("\n" + extra if extra else ""), tags=("parameters",))
+
+
+def start_cell(week: int, extra_args: str = "") -> object:
+    return code(f'''
+        wk = ch.WeekRun(week={week}, dataset=DATASET_KEY, student=STUDENT, model=MODEL_NAME, epochs=EPOCHS,
+                        batch_size=BATCH_SIZE, seed=SEED, label_fracs=LABEL_FRACS, results_root=RESULTS_ROOT,
+                        smoke=SMOKE, overwrite=OVERWRITE{extra_args})
+        print(wk.describe())
+        ''', check=True)
+
+
+def build(week: int) -> nbformat.NotebookNode:
+    mod = WEEKS[week]
+    body = [md(f"{badge(mod.FILE)}\n\n" + textwrap.dedent(mod.INTRO).strip()), code(SETUP)]
+    body += mod.cells(md=md, code=code, params_cell=params_cell, start_cell=start_cell)
+    nb = new_notebook(cells=body)
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["language_info"] = {"name": "python"}
+    nb.metadata["colab"] = {"provenance": []}
+    nb.metadata["accelerator"] = "GPU"
+    return nb
+
+
+def execute(path: Path, results_root: Path, timeout: int = 1200) -> float:
+    """Run a notebook in place in smoke mode (how nbval will run it) and keep its outputs."""
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(path, as_version=4)
+    env_keys = {"MEDSSL_SMOKE": "1", "MEDSSL_RESULTS_ROOT": str(results_root), "TQDM_DISABLE": "1"}
+    old = {k: os.environ.get(k) for k in env_keys}
+    os.environ.update(env_keys)
+    t0 = time.perf_counter()
+    try:
+        NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                       resources={"metadata": {"path": str(path.parent)}}).execute()
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    for cell in nb.cells:  # execution timestamps would make every rebuild a diff
+        cell.metadata.pop("execution", None)
+    nbformat.write(nb, path)
+    return time.perf_counter() - t0
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--weeks", nargs="*", type=int, default=sorted(WEEKS))
+    p.add_argument("--execute", action="store_true", help="run in smoke mode and keep the outputs")
+    p.add_argument("--results-root", default=None, help="smoke results root (default: a fresh temp folder)")
+    args = p.parse_args(argv)
+    root = Path(args.results_root) if args.results_root else Path(tempfile.mkdtemp(prefix="medssl-build-")) / "results"
+    for w in args.weeks:
+        path = HERE / WEEKS[w].FILE
+        nbformat.write(build(w), path)
+        msg = f"wrote {path.name}"
+        if args.execute:
+            msg += f" and executed it in smoke mode in {execute(path, root):.0f}s"
+        print(msg, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

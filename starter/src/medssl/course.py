@@ -1,0 +1,904 @@
+"""Run, batch-run, check and aggregate the weekly notebooks.
+
+::
+
+    python -m medssl.course run --week 1 --dataset breastmnist --student alice
+    python -m medssl.course run --week 3 --dataset pneumoniamnist --student bob --smoke -p EPOCHS 2
+    python -m medssl.course batch --weeks 1-8 --datasets breastmnist pneumoniamnist --student ta --smoke
+    python -m medssl.course check results/week2/breastmnist/alice      # or a whole results/ tree
+    python -m medssl.course aggregate                                  # class-wide tables in reports/
+
+``run`` executes ``notebooks/WeekNN_*.ipynb`` with papermill and keeps the
+executed copy in the results folder it filled. ``check`` validates folders
+against :mod:`medssl.manifest`, the one list of what each week must hold.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import math
+import os
+import re
+import struct
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import manifest as M
+from .cli import run_cli
+from .errors import ConfigError, MedSSLError, OutputExistsError
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+LEVELS = ("missing", "malformed", "to add", "to write", "note")
+FAILING = ("missing", "malformed")
+
+
+# =============================================================== paths
+def repo_root(start: str | os.PathLike | None = None) -> Path:
+    """The repository root: the first folder upwards holding ``starter/src/medssl`` (else the package's)."""
+    here = Path(start or Path.cwd()).resolve()
+    for p in (here, *here.parents):
+        if (p / "starter" / "src" / "medssl").is_dir():
+            return p
+    pkg = Path(__file__).resolve()
+    if len(pkg.parents) > 3 and (pkg.parents[3] / "notebooks").is_dir():
+        return pkg.parents[3]
+    return here
+
+
+def notebook_path(week: int, notebooks_dir: str | os.PathLike | None = None) -> Path:
+    """``notebooks/WeekNN_<name>.ipynb`` of a week (name from the manifest)."""
+    nb_dir = Path(notebooks_dir) if notebooks_dir else repo_root() / "notebooks"
+    path = nb_dir / M.core(week).notebook
+    if not path.exists():
+        raise ConfigError(f"notebook {path} not found. Run from the repository root or pass --notebooks DIR.")
+    return path
+
+
+# =============================================================== checking
+@dataclass
+class Problem:
+    level: str        # missing | malformed | to add | to write | note
+    file: str
+    message: str = ""
+
+    def line(self) -> str:
+        msg = f"  {self.level:<9} {self.file}"
+        return msg + (f": {self.message}" if self.message else "")
+
+
+@dataclass
+class CheckReport:
+    folder: Path
+    week: int
+    dataset: str | None = None
+    student: str | None = None
+    tasks: list[str] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    checked: list[str] = field(default_factory=list)
+
+    def add(self, level: str, file: str, message: str = "") -> None:
+        self.problems.append(Problem(level, file, message))
+
+    def of(self, *levels: str) -> list[Problem]:
+        return [p for p in self.problems if p.level in levels]
+
+    def passed(self, strict: bool = False) -> bool:
+        return not self.of(*FAILING, *(("to add", "to write") if strict else ()))
+
+    def format(self, strict: bool = False, label: str | None = None) -> str:
+        label = label or str(self.folder)
+        status = "OK" if self.passed(strict) else f"FAILED ({len(self.of(*FAILING))} problem(s))"
+        if self.passed(strict) and strict is False and self.of("to add", "to write"):
+            status = "OK (still to do by hand, see below)"
+        what = f"Week {self.week}" + (f", {self.dataset}" if self.dataset else "") + (
+            f", {self.student}" if self.student else "")
+        tasks = f"; extra tasks: {', '.join(self.tasks)}" if self.tasks else ""
+        lines = [f"{label}  [{what}{tasks}]  {status}"]
+        order = {lvl: i for i, lvl in enumerate(LEVELS)}
+        lines += [p.line() for p in sorted(self.problems, key=lambda p: order[p.level])]
+        return "\n".join(lines)
+
+
+def _get(obj, dotted: str):
+    cur = obj
+    for part in dotted.split("."):
+        if not isinstance(cur, dict) or part not in cur:
+            raise KeyError(dotted)
+        cur = cur[part]
+    return cur
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def check_value(rule: M.KeyRule, value) -> str | None:
+    """Why ``value`` breaks ``rule`` (None when it is fine)."""
+    k = rule.kind
+    if k in ("prob", "number", "int"):
+        if not _is_number(value):
+            return f"'{rule.key}' should be a number, got {value!r}"
+        if isinstance(value, float) and math.isnan(value):
+            return f"'{rule.key}' is NaN (was one class missing from the split, or did training diverge?)"
+        if k == "int" and not float(value).is_integer():
+            return f"'{rule.key}' should be a whole number, got {value!r}"
+        lo, hi = (0.0, 1.0) if k == "prob" else (rule.lo, rule.hi)
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            return (f"'{rule.key}' is {value:g}, outside "
+                    f"[{'-inf' if lo is None else f'{lo:g}'}, {'inf' if hi is None else f'{hi:g}'}]")
+        return None
+    if k == "str":
+        return None if isinstance(value, str) and value else f"'{rule.key}' should be a non-empty string"
+    if k == "list":
+        return None if isinstance(value, list) and value else f"'{rule.key}' should be a non-empty list"
+    if k == "dict":
+        return None if isinstance(value, dict) else f"'{rule.key}' should be an object"
+    if k == "counts":
+        ok = isinstance(value, list) and value and all(isinstance(v, int) and v >= 0 for v in value)
+        return None if ok else f"'{rule.key}' should be a list of counts (non-negative integers), got {value!r}"
+    if k == "matrix":
+        ok = (isinstance(value, list) and value and all(isinstance(r, list) and len(r) == len(value) for r in value)
+              and all(isinstance(v, int) and v >= 0 for r in value for v in r))
+        return None if ok else f"'{rule.key}' should be a square matrix of counts, got {value!r}"
+    return None
+
+
+def _check_json(path: Path, spec: M.FileSpec, report: CheckReport) -> None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        report.add("malformed", path.name, f"not valid JSON ({exc})")
+        return
+    if not isinstance(data, dict):
+        report.add("malformed", path.name, "should hold a JSON object {...}")
+        return
+    absent = []
+    for rule in spec.keys:
+        try:
+            value = _get(data, rule.key)
+        except KeyError:
+            absent.append(rule.key)
+            continue
+        why = check_value(rule, value)
+        if why:
+            report.add("malformed", path.name, why)
+    if absent:
+        report.add("malformed", path.name, f"missing key(s) {', '.join(absent)}")
+    if spec.keys is M.METRIC_RULES:
+        cm, counts = data.get("confusion_matrix"), data.get("n_per_class")
+        if (check_value(M.KeyRule("cm", "matrix"), cm) is None and check_value(M.KeyRule("n", "counts"), counts) is None
+                and [sum(r) for r in cm] != counts):
+            report.add("malformed", path.name, f"confusion_matrix row sums {[sum(r) for r in cm]} do not match "
+                                               f"n_per_class {counts}")
+        if report.dataset and isinstance(data.get("dataset"), str) and data["dataset"] != report.dataset:
+            report.add("malformed", path.name, f"holds {data['dataset']} results but the folder is for "
+                                               f"{report.dataset}; copy it into the right folder")
+
+
+def _check_png(path: Path, report: CheckReport) -> None:
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(24)
+    except OSError as exc:
+        report.add("malformed", path.name, f"cannot be read ({exc.strerror})")
+        return
+    if head[:8] != PNG_SIGNATURE or head[12:16] != b"IHDR":
+        report.add("malformed", path.name, "is not a PNG image (save figures with medssl.utils.save_figure "
+                                           "or fig.savefig(..., format='png'))")
+        return
+    w, h = struct.unpack(">II", head[16:24])
+    if w == 0 or h == 0:
+        report.add("malformed", path.name, f"has an empty image size {w}x{h}")
+        return
+    try:
+        from PIL import Image
+
+        with Image.open(path) as img:
+            img.verify()
+    except ImportError:
+        pass
+    except Exception as exc:  # truncated or corrupt data after a valid header
+        report.add("malformed", path.name, f"is a damaged PNG ({type(exc).__name__}: {exc})")
+
+
+def _check_text(path: Path, report: CheckReport) -> None:
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        report.add("malformed", path.name, f"cannot be read as text ({exc})")
+        return
+    if not text.strip():
+        report.add("malformed", path.name, "is empty")
+        return
+    n = text.count(M.STUDENT_MARK)
+    if n:
+        report.add("to write", path.name, f"{n} place(s) marked {M.STUDENT_MARK} still to write")
+
+
+def _check_csv(path: Path, spec: M.FileSpec, report: CheckReport) -> None:
+    import pandas as pd
+
+    try:
+        df = pd.read_csv(path)
+    except Exception as exc:
+        report.add("malformed", path.name, f"not a readable CSV ({type(exc).__name__}: {exc})")
+        return
+    if df.empty:
+        report.add("malformed", path.name, "has a header but no rows")
+    missing = [c for c in spec.columns if c not in df.columns]
+    if missing:
+        report.add("malformed", path.name, f"missing column(s) {', '.join(missing)} (has {', '.join(df.columns)})")
+
+
+def check_file(path: Path, spec: M.FileSpec, report: CheckReport) -> None:
+    """Validate one present file by its type."""
+    report.checked.append(path.name)
+    try:
+        size = path.stat().st_size
+    except OSError:
+        size = 0
+    if size == 0:
+        report.add("malformed", path.name, "is an empty file")
+        return
+    kind = path.suffix.lower().lstrip(".")
+    if kind == "json":
+        _check_json(path, spec, report)
+    elif kind == "png":
+        _check_png(path, report)
+    elif kind in ("md", "txt"):
+        _check_text(path, report)
+    elif kind == "csv":
+        _check_csv(path, spec, report)
+    elif kind == "pdf":
+        if path.read_bytes()[:5] != b"%PDF-":
+            report.add("malformed", path.name, "is not a PDF file")
+
+
+def _find(folder: Path, spec: M.FileSpec) -> Path | None:
+    for name in spec.names:
+        if spec.is_pattern:
+            hits = sorted(folder.glob(name))
+            if hits:
+                return hits[0]
+        elif (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def _task_started(folder: Path, d: M.Deliverable) -> bool:
+    """A task counts as started when a file carrying its id prefix is there (shared files do not count)."""
+    return any((folder / n).is_file() for f in d.files for n in f.names if n.startswith(f"{d.id}_"))
+
+
+def _check_deliverable(folder: Path, d: M.Deliverable, report: CheckReport, seen: set[str]) -> None:
+    for spec in d.files:
+        if spec.name in seen:
+            continue
+        seen.add(spec.name)
+        path = _find(folder, spec)
+        shown = spec.name + (f" (or {', '.join(spec.alternatives)})" if spec.alternatives else "")
+        if path is None:
+            if spec.status == M.REQUIRED:
+                owner = "" if d.kind == "core" else f"[{d.id}] "
+                report.add("missing", shown, owner + (spec.what or "required file"))
+            elif spec.status == M.BY_HAND:
+                report.add("to add", shown, spec.what)
+            continue
+        check_file(path, spec, report)
+
+
+def parse_location(folder: Path) -> tuple[int | None, str | None, str | None]:
+    """(week, dataset, student) from ``.../week<N>/<dataset>/<student>`` (or ``.../week<N>``)."""
+    parts = folder.resolve().parts
+    for i in range(len(parts) - 1, -1, -1):
+        m = re.fullmatch(r"week0?(\d+)", parts[i])
+        if m:
+            rest = parts[i + 1:]
+            return int(m.group(1)), (rest[0] if len(rest) > 0 else None), (rest[1] if len(rest) > 1 else None)
+    return None, None, None
+
+
+def check_folder(folder: str | os.PathLike, week: int | None = None, dataset: str | None = None,
+                 student: str | None = None, tasks: Iterable[str] | str | None = None) -> CheckReport:
+    """Check one ``results/week<N>/<dataset>/<student>/`` folder against the manifest.
+
+    Extra tasks: every task whose files have been started must be complete;
+    ``tasks`` (ids, or ``"auto"`` for the dataset's focus tasks) names tasks
+    that must be there. Week 8 needs at least one complete task.
+    """
+    folder = Path(folder)
+    pw, pd_, ps = parse_location(folder)
+    week = M.check_week(week if week is not None else (pw if pw is not None else _no_week(folder)))
+    if M.core(week).location == "group":
+        return check_group(folder.parent if folder.name == f"week{week}" else folder, week)
+    report = CheckReport(folder, week, dataset or pd_, student or ps)
+    if not folder.is_dir():
+        report.add("missing", str(folder), "folder does not exist (run the week's notebook first)")
+        return report
+    if report.dataset and report.dataset not in M.DATASETS and not report.dataset.startswith("synthetic"):
+        report.add("note", report.dataset, f"not one of the course datasets ({', '.join(M.DATASETS)})")
+    chosen = {d.id: d for d in M.resolve_tasks(week, report.dataset or "", tasks)} if tasks else {}
+    for d in M.extra_tasks(week):
+        if d.id not in chosen and _task_started(folder, d):
+            chosen[d.id] = d
+    report.tasks = sorted(chosen)
+    seen: set[str] = set()
+    _check_deliverable(folder, M.core(week), report, seen)
+    for d in chosen.values():
+        _check_deliverable(folder, d, report, seen)
+    if week == 8 and not chosen:
+        ids = ", ".join(d.id for d in M.extra_tasks(8, report.dataset)) or ", ".join(M.EXTRA_TASK_IDS[-6:])
+        report.add("missing", "Week 8 task files", f"no Week 8 task started; the team tasks are {ids}")
+    known = M.allowed_names(week)
+    for p in sorted(folder.iterdir()):
+        if p.name.startswith(".") or p.is_dir() or p.name in known or p.suffix == ".ipynb":
+            continue
+        report.add("note", p.name, "not in the manifest (fine for your own extras; the checker ignores it)")
+    return report
+
+
+def _no_week(folder: Path) -> int:
+    raise ConfigError(f"cannot tell the week from {folder}: expected results/week<N>/<dataset>/<student>. "
+                      "Pass --week N (and --dataset, --student).")
+
+
+def check_group(root: str | os.PathLike, week: int) -> CheckReport:
+    """Week 9 (figures/, reports/final_writeup/) or Week 10 (results/week10/), paths relative to ``root``.
+
+    ``root`` may be the repository root or its ``results/`` folder.
+    """
+    root = Path(root)
+    if root.name == "results":
+        root = root.parent
+    report = CheckReport(root, M.check_week(week))
+    seen: set[str] = set()
+    _check_deliverable(root, M.core(week), report, seen)
+    return report
+
+
+def find_submissions(tree: str | os.PathLike) -> list[Path]:
+    """Every ``week<N>/<dataset>/<student>`` folder at or below ``tree`` (a results root or part of one)."""
+    tree = Path(tree)
+    week, ds, st = parse_location(tree) if tree.exists() else (None, None, None)
+    if week is not None and ds and st:
+        return [tree]
+    out = []
+    for p in sorted(tree.rglob("*")):
+        if not p.is_dir() or any(part.startswith(".") for part in p.relative_to(tree).parts):
+            continue
+        w, d, s = parse_location(p)
+        if w is not None and d and s and p.name == s and p.parent.name == d and 1 <= w <= 8:
+            out.append(p)
+    return out
+
+
+def check_tree(tree: str | os.PathLike, tasks=None) -> list[CheckReport]:
+    """Check every submission folder below ``tree``, plus the group weeks that have been started."""
+    tree = Path(tree)
+    if not tree.exists():
+        raise ConfigError(f"{tree} does not exist.")
+    w, ds, st = parse_location(tree)
+    if w is not None and M.core(w).location == "group":
+        return [check_group(tree.parent.parent if tree.name == f"week{w}" else tree, w)]
+    if w is not None and ds and st:
+        return [check_folder(tree, tasks=tasks)]
+    reports = [check_folder(p, tasks=tasks) for p in find_submissions(tree)]
+    results = tree if tree.name == "results" else (tree / "results" if (tree / "results").is_dir() else None)
+    if results is not None and w is None:
+        root = results.parent
+        for gw in (9, 10):
+            if any(_find(root, f) for f in M.core(gw).files if f.status != M.BY_HAND):
+                reports.append(check_group(root, gw))
+    return reports
+
+
+# =============================================================== papermill runs
+@dataclass
+class RunOutcome:
+    week: int
+    dataset: str | None
+    student: str
+    status: str = "ok"            # ok | failed | skipped
+    error: str = ""
+    cell: int | None = None
+    seconds: float = 0.0
+    out_dir: Path | None = None
+    notebook: Path | None = None
+    check: CheckReport | None = None
+
+    def summary(self) -> str:
+        if self.status == "ok":
+            return "ok"
+        where = f" (cell {self.cell})" if self.cell is not None else ""
+        return f"{self.status}{where}: {self.error}"
+
+
+def parse_param(value: str):
+    """``-p`` values: Python literals (``3``, ``0.1``, ``[0.05, 0.1]``, ``True``, ``None``), else the string."""
+    try:
+        return ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return value
+
+
+def _has_submission(out_dir: Path, week: int) -> list[str]:
+    if not out_dir.is_dir():
+        return []
+    names = M.allowed_names(week)
+    return sorted(p.name for p in out_dir.iterdir() if p.name in names)
+
+
+def run_week(week: int, dataset: str | None, student: str, results_root: str | os.PathLike = "results",
+             smoke: bool = False, params: dict | None = None, overwrite: bool = False,
+             notebooks_dir: str | os.PathLike | None = None, kernel: str | None = None,
+             log_output: bool = False, raise_on_error: bool = True) -> RunOutcome:
+    """Execute one week's notebook with papermill; the executed copy lands in the week's results folder."""
+    import papermill as pm
+
+    week = M.check_week(week)
+    group = M.core(week).location == "group"
+    if not group and not dataset:
+        raise ConfigError(f"Week {week} needs --dataset (breastmnist or pneumoniamnist).")
+    if not student or not re.fullmatch(r"[A-Za-z0-9_.-]+", student):
+        raise ConfigError(f"--student must be a simple name (letters, digits, _ . -), got {student!r}.")
+    nb = notebook_path(week, notebooks_dir)
+    results_root = Path(results_root).resolve()
+    out_dir = M.results_dir(results_root, week, dataset, student)
+    existing = _has_submission(out_dir, week) if not group else []
+    if existing and not overwrite:
+        raise OutputExistsError(
+            f"{out_dir} already holds a Week {week} submission ({', '.join(existing[:4])}"
+            f"{', ...' if len(existing) > 4 else ''}). Pass --overwrite to run again and replace it, "
+            "or use another --student / --results-root.")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    parameters = {"RESULTS_ROOT": str(results_root), "STUDENT": student, "SMOKE": bool(smoke),
+                  "OVERWRITE": bool(overwrite)}
+    if dataset:
+        parameters["DATASET_KEY"] = dataset
+    parameters.update(params or {})
+    executed = out_dir / nb.name
+    outcome = RunOutcome(week, dataset, student, out_dir=out_dir, notebook=executed)
+    env_before = {k: os.environ.get(k) for k in ("MEDSSL_SMOKE", "MPLBACKEND")}
+    os.environ["MPLBACKEND"] = "Agg"
+    if smoke:
+        os.environ["MEDSSL_SMOKE"] = "1"
+    t0 = time.perf_counter()
+    try:
+        pm.execute_notebook(str(nb), str(executed), parameters=parameters, kernel_name=kernel,
+                            cwd=str(nb.parent), progress_bar=False, log_output=log_output)
+    except pm.PapermillExecutionError as exc:
+        outcome.status = "failed"
+        outcome.cell = exc.exec_count
+        outcome.error = f"{exc.ename}: {str(exc.evalue).strip().splitlines()[0] if exc.evalue else ''}"[:300]
+    except Exception as exc:  # kernel died, notebook unreadable, ...
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        outcome.status = "failed"
+        outcome.error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"[:300]
+    finally:
+        outcome.seconds = time.perf_counter() - t0
+        for k, v in env_before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    if outcome.status == "ok":
+        outcome.check = (check_group(results_root.parent, week) if group else check_folder(out_dir, week, dataset,
+                                                                                           student))
+        if not outcome.check.passed():
+            outcome.status = "failed"
+            first = outcome.check.of(*FAILING)[0]
+            outcome.error = f"check: {first.level} {first.file}" + (f" ({first.message})" if first.message else "")
+    if outcome.status != "ok" and raise_on_error:
+        raise MedSSLError(f"Week {week} {dataset or ''} failed after {outcome.seconds:.0f}s: {outcome.error}\n"
+                          f"  executed notebook (with the error): {executed}")
+    return outcome
+
+
+def parse_weeks(text: str | Sequence) -> list[int]:
+    """``"1-8"``, ``"1,3,5"``, ``"1-3 5"`` or a list -> sorted week numbers."""
+    items = text if not isinstance(text, str) else re.split(r"[,\s]+", text.strip())
+    weeks: set[int] = set()
+    for it in items:
+        it = str(it).strip()
+        if not it:
+            continue
+        m = re.fullmatch(r"(\d+)-(\d+)", it)
+        if m:
+            a, b = int(m.group(1)), int(m.group(2))
+            if a > b:
+                raise ConfigError(f"week range {it} runs backwards; write {b}-{a}.")
+            weeks.update(range(a, b + 1))
+        elif it.isdigit():
+            weeks.add(int(it))
+        else:
+            raise ConfigError(f"cannot read weeks {text!r}; use e.g. 1-8 or 1,2,3.")
+    for w in weeks:
+        M.check_week(w)
+    return sorted(weeks)
+
+
+def batch(weeks: Sequence[int], datasets: Sequence[str], student: str, results_root="results", smoke=False,
+          params: dict | None = None, overwrite: bool = False, notebooks_dir=None, kernel=None,
+          progress: bool = True) -> list[RunOutcome]:
+    """Run weeks x datasets in dependency order; a failure skips only the weeks that need it."""
+    from tqdm.auto import tqdm
+
+    jobs: list[tuple[int, str | None]] = []
+    for w in sorted(weeks):
+        if M.core(w).location == "group":
+            jobs.append((w, None))
+        else:
+            jobs.extend((w, d) for d in datasets)
+    outcomes: list[RunOutcome] = []
+    failed: set[tuple[int, str | None]] = set()
+    bar = tqdm(jobs, desc="course", unit="notebook", disable=not progress, dynamic_ncols=True)
+    for w, d in bar:
+        bar.set_postfix_str(f"week {w} {d or 'group'}")
+        blockers = [dep for dep in _all_deps(w) if (dep, d) in failed]
+        if blockers:
+            outcomes.append(RunOutcome(w, d, student, status="skipped",
+                                       error=f"needs Week {blockers[0]}, which failed"))
+            failed.add((w, d))
+            continue
+        try:
+            oc = run_week(w, d, student, results_root, smoke, params, overwrite, notebooks_dir, kernel,
+                          raise_on_error=False)
+        except MedSSLError as exc:
+            oc = RunOutcome(w, d, student, status="failed", error=str(exc).splitlines()[0])
+        outcomes.append(oc)
+        if oc.status != "ok":
+            failed.add((w, d))
+    return outcomes
+
+
+def _all_deps(week: int) -> set[int]:
+    deps, todo = set(), list(M.core(week).depends_on)
+    while todo:
+        w = todo.pop()
+        if w not in deps:
+            deps.add(w)
+            todo.extend(M.core(w).depends_on)
+    return deps
+
+
+def summary_table(outcomes: Sequence[RunOutcome]) -> str:
+    """Week x dataset table of ok / failed / skipped (+ the failing cell's error) and wall times."""
+    cols = sorted({o.dataset or "(group)" for o in outcomes}, key=lambda s: (s == "(group)", s))
+    weeks = sorted({o.week for o in outcomes})
+    by = {(o.week, o.dataset or "(group)"): o for o in outcomes}
+    head = "| week | " + " | ".join(cols) + " |"
+    lines = [head, "|" + "---|" * (len(cols) + 1)]
+    for w in weeks:
+        cells = []
+        for c in cols:
+            o = by.get((w, c))
+            cells.append("" if o is None else (f"ok ({o.seconds:.0f}s)" if o.status == "ok" else
+                                               o.summary().replace("|", "/")))
+        lines.append(f"| {w} | " + " | ".join(cells) + " |")
+    n_ok = sum(o.status == "ok" for o in outcomes)
+    lines.append(f"\n{n_ok}/{len(outcomes)} notebooks ok; total {sum(o.seconds for o in outcomes):.0f}s")
+    return "\n".join(lines)
+
+
+# =============================================================== aggregation
+_METRIC_COLS = ("acc", "auroc", "ece", "f1_macro", "sensitivity", "specificity")
+_PCT = re.compile(r"_(\d+(?:\.\d+)?)pct$")
+
+
+def variant_of(week: int, stem: str) -> str:
+    """A readable name for a metrics file: ``metrics_resnet18_head`` -> ``resnet18_head``, ``test_metrics`` ->
+    ``baseline``, ``probe_metrics_5pct`` -> ``probe@5%``."""
+    if stem == "test_metrics":
+        return "baseline"
+    m = _PCT.search(stem)
+    if m:
+        return f"{stem[:m.start()].replace('_metrics', '')}@{m.group(1)}%"
+    return stem.replace("metrics_", "")
+
+
+def collect_metrics(results_root: str | os.PathLike, include_smoke: bool = False) -> list[dict]:
+    """One row per metrics JSON in ``results/week<N>/<dataset>/<student>/`` (files with the metric keys)."""
+    rows = []
+    for folder in find_submissions(results_root):
+        week, dataset, student = parse_location(folder)
+        for path in sorted(folder.glob("*.json")):
+            try:
+                spec = M.file_spec(week, path.name)
+            except ConfigError:
+                continue
+            if spec.keys is not M.METRIC_RULES:
+                continue
+            try:
+                data = json.loads(path.read_text())
+            except (OSError, json.JSONDecodeError):
+                continue
+            course = data.get("course") or {}
+            smoke = bool(course.get("smoke")) or bool((data.get("data") or {}).get("synthetic"))
+            if smoke and not include_smoke:
+                continue
+            row = {"week": week, "dataset": dataset, "student": student, "file": path.name,
+                   "variant": variant_of(week, path.stem), "smoke": smoke,
+                   "label_frac": data.get("label_frac", course.get("label_frac"))}
+            row.update({k: data.get(k) for k in _METRIC_COLS})
+            rows.append(row)
+    return rows
+
+
+def collect_label_efficiency(results_root: str | os.PathLike, include_smoke: bool = False) -> list[dict]:
+    """Week 5 ``probe_vs_supervised.csv`` rows of every student (method, fraction, metrics)."""
+    import pandas as pd
+
+    rows = []
+    for folder in find_submissions(results_root):
+        week, dataset, student = parse_location(folder)
+        path = folder / "probe_vs_supervised.csv"
+        if week != 5 or not path.is_file():
+            continue
+        try:
+            df = pd.read_csv(path)
+        except Exception:
+            continue
+        if "smoke" in df.columns and df["smoke"].astype(bool).any() and not include_smoke:
+            continue
+        for r in df.to_dict("records"):
+            rows.append({"dataset": dataset, "student": student, **r})
+    return rows
+
+
+def _mean_std(values) -> tuple[float, float, int]:
+    import numpy as np
+
+    v = np.asarray([x for x in values if x is not None and not (isinstance(x, float) and math.isnan(x))], float)
+    if v.size == 0:
+        return float("nan"), float("nan"), 0
+    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0, int(v.size)
+
+
+def summarise(rows: Sequence[dict], metrics: Sequence[str] = ("acc", "auroc", "ece")) -> list[dict]:
+    """Mean, std (over students) and n per (week, variant, dataset)."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["week"], r["variant"], r["dataset"]), []).append(r)
+    out = []
+    for (w, v, d), rs in sorted(groups.items()):
+        row = {"week": w, "variant": v, "dataset": d, "n_students": len({r["student"] for r in rs})}
+        for m in metrics:
+            mean, std, n = _mean_std(r.get(m) for r in rs)
+            row[f"{m}_mean"], row[f"{m}_std"] = mean, std
+        out.append(row)
+    return out
+
+
+def _fmt_ms(mean: float, std: float) -> str:
+    if isinstance(mean, float) and math.isnan(mean):
+        return "-"
+    return f"{mean:.3f} ± {std:.3f}"
+
+
+def summary_markdown(summary: Sequence[dict], metrics: Sequence[str] = ("acc", "auroc", "ece")) -> str:
+    """Breast vs Pneumonia side by side: one row per (week, variant), mean ± std over students (n)."""
+    datasets = sorted({r["dataset"] for r in summary})
+    keys = sorted({(r["week"], r["variant"]) for r in summary})
+    by = {(r["week"], r["variant"], r["dataset"]): r for r in summary}
+    head = ["week", "variant"] + [f"{d} {m}" for d in datasets for m in metrics] + [f"n {d}" for d in datasets]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for w, v in keys:
+        cells = [str(w), v]
+        for d in datasets:
+            r = by.get((w, v, d))
+            cells += [_fmt_ms(r[f"{m}_mean"], r[f"{m}_std"]) if r else "-" for m in metrics]
+        cells += [str(by[(w, v, d)]["n_students"]) if (w, v, d) in by else "0" for d in datasets]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def comparison_figure(summary: Sequence[dict], weeks: Sequence[int] = (1, 2, 3, 6), metric: str = "auroc",
+                      title: str | None = None):
+    """Grouped bars: each (week, variant) with one bar per dataset, error bars = std over students."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    rows = [r for r in summary if r["week"] in weeks]
+    datasets = sorted({r["dataset"] for r in rows})
+    keys = sorted({(r["week"], r["variant"]) for r in rows})
+    by = {(r["week"], r["variant"], r["dataset"]): r for r in rows}
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(keys) + 2), 3.8))
+    width = 0.8 / max(len(datasets), 1)
+    x = np.arange(len(keys))
+    for i, d in enumerate(datasets):
+        means = [by[(w, v, d)][f"{metric}_mean"] if (w, v, d) in by else np.nan for w, v in keys]
+        stds = [by[(w, v, d)][f"{metric}_std"] if (w, v, d) in by else 0.0 for w, v in keys]
+        ax.bar(x + (i - (len(datasets) - 1) / 2) * width, means, width, yerr=stds, capsize=3, label=d)
+    ax.set_xticks(x, [f"W{w} {v}" for w, v in keys], rotation=35, ha="right", fontsize=8)
+    ax.set_ylabel(f"test {metric} (mean ± std over students)")
+    if metric in ("acc", "auroc"):
+        ax.set_ylim(0.4, 1.0)
+    if not keys:
+        ax.text(0.5, 0.5, "(no results yet)", transform=ax.transAxes, ha="center")
+    ax.legend(fontsize=8)
+    ax.set_title(title or f"Breast vs Pneumonia: test {metric}", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def label_efficiency_figure(rows: Sequence[dict], metric: str = "auroc"):
+    """Per dataset: metric vs label fraction per method, mean ± std over students."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    datasets = sorted({r["dataset"] for r in rows}) or ["(no results yet)"]
+    fig, axes = plt.subplots(1, len(datasets), figsize=(4.6 * len(datasets), 3.6), squeeze=False)
+    for ax, d in zip(axes[0], datasets):
+        sub = [r for r in rows if r["dataset"] == d]
+        for method in sorted({r["method"] for r in sub}):
+            fr = sorted({float(r["fraction"]) for r in sub if r["method"] == method})
+            stats = [_mean_std(r.get(metric) for r in sub if r["method"] == method and float(r["fraction"]) == f)
+                     for f in fr]
+            ax.errorbar(np.array(fr) * 100, [s[0] for s in stats], yerr=[s[1] for s in stats], marker="o",
+                        capsize=3, label=f"{method} (n={max((s[2] for s in stats), default=0)})")
+        ax.set_xscale("log")
+        ax.set_xlabel("% of training labels")
+        ax.set_ylabel(f"test {metric}")
+        ax.set_title(d, fontsize=10)
+        if sub:
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def aggregate(results_root: str | os.PathLike = "results", out: str | os.PathLike | None = None,
+              include_smoke: bool = False) -> dict:
+    """Class-wide tables and plots from every student's metrics; returns the paths written."""
+    import pandas as pd
+
+    from .utils import save_figure, write_text
+
+    results_root = Path(results_root)
+    if not results_root.is_dir():
+        raise ConfigError(f"{results_root} is not a folder; point --results-root at the course's results/.")
+    out = Path(out) if out else results_root.resolve().parent / "reports"
+    rows = collect_metrics(results_root, include_smoke)
+    le = collect_label_efficiency(results_root, include_smoke)
+    summary = summarise(rows)
+    paths = {}
+    cols = ["week", "dataset", "student", "file", "variant", "label_frac", *_METRIC_COLS, "smoke"]
+    df = pd.DataFrame(rows, columns=cols)
+    paths["metrics_csv"] = out / "class_metrics.csv"
+    write_text(paths["metrics_csv"], df.to_csv(index=False))
+    n_students = df.groupby("dataset")["student"].nunique().to_dict() if len(df) else {}
+    note = "smoke/synthetic runs included" if include_smoke else "smoke and synthetic runs excluded"
+    md = [f"# Class-wide results ({note})", "",
+          f"Generated by `python -m medssl.course aggregate` from {len(rows)} metrics files of "
+          f"{sum(n_students.values())} student folder(s): "
+          + (", ".join(f"{d}: {n}" for d, n in sorted(n_students.items())) or "none yet") + ".",
+          "Values are test-set mean ± std over students (std = 0 with one student).", "",
+          summary_markdown(summary) if summary else "_No metrics found yet._", ""]
+    if le:
+        le_sum = []
+        for (d, meth, fr), grp in _group(le, ("dataset", "method", "fraction")).items():
+            mean, std, n = _mean_std(r.get("auroc") for r in grp)
+            le_sum.append(f"| {d} | {meth} | {float(fr) * 100:g}% | {_fmt_ms(mean, std)} | {n} |")
+        md += ["## Label efficiency (Week 5, test AUROC)", "", "| dataset | method | labels | AUROC | n |",
+               "|---|---|---|---|---|", *le_sum, ""]
+    paths["summary_md"] = out / "class_summary.md"
+    write_text(paths["summary_md"], "\n".join(md))
+    paths["comparison_png"] = out / "class_breast_vs_pneumonia.png"
+    save_figure(comparison_figure(summary), paths["comparison_png"])
+    paths["label_efficiency_png"] = out / "class_label_efficiency.png"
+    save_figure(label_efficiency_figure(le), paths["label_efficiency_png"])
+    paths["label_efficiency_csv"] = out / "class_label_efficiency.csv"
+    write_text(paths["label_efficiency_csv"], pd.DataFrame(le).to_csv(index=False))
+    return {"paths": paths, "n_rows": len(rows), "n_label_efficiency": len(le), "summary": summary}
+
+
+def _group(rows, keys):
+    out: dict[tuple, list] = {}
+    for r in rows:
+        out.setdefault(tuple(r[k] for k in keys), []).append(r)
+    return dict(sorted(out.items(), key=lambda kv: tuple(str(x) for x in kv[0])))
+
+
+# =============================================================== CLI
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m medssl.course", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    def common_run(sp):
+        sp.add_argument("--student", required=True, help="your name: results go to results/week<N>/<dataset>/<name>")
+        sp.add_argument("--results-root", default="results", help="the course's results folder (default results)")
+        sp.add_argument("--smoke", action="store_true", help="tiny epochs and subsets (CI / a quick try)")
+        sp.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
+                        help="override a notebook parameter, e.g. -p EPOCHS 10 -p MODEL_NAME resnet18")
+        sp.add_argument("--overwrite", action="store_true", help="replace an existing submission folder")
+        sp.add_argument("--notebooks", default=None, help="folder of the WeekNN_*.ipynb notebooks")
+        sp.add_argument("--kernel", default=None, help="Jupyter kernel name (default: the notebook's)")
+
+    r = sub.add_parser("run", help="execute one week's notebook with papermill")
+    r.add_argument("--week", type=int, required=True)
+    r.add_argument("--dataset", default=None, help="breastmnist or pneumoniamnist (not needed for Weeks 9-10)")
+    r.add_argument("--log-output", action="store_true", help="stream the notebook's output to the terminal")
+    common_run(r)
+
+    b = sub.add_parser("batch", help="run several weeks x datasets in dependency order")
+    b.add_argument("--weeks", default="1-8", help="e.g. 1-8, 1,2,3 (default 1-8)")
+    b.add_argument("--datasets", nargs="+", default=list(M.DATASETS))
+    b.add_argument("--summary", default=None, help="also write the summary table to this markdown file")
+    b.add_argument("--no-progress", action="store_true")
+    common_run(b)
+
+    c = sub.add_parser("check", help="validate submission folders against the manifest")
+    c.add_argument("paths", nargs="+", help="a results/week<N>/<dataset>/<student> folder or a results/ tree")
+    c.add_argument("--week", type=int, default=None, help="when the folder does not follow the layout")
+    c.add_argument("--dataset", default=None)
+    c.add_argument("--student", default=None)
+    c.add_argument("--tasks", nargs="*", default=None, help="extra tasks that must be there (ids, or 'auto')")
+    c.add_argument("--strict", action="store_true", help="also fail on files to add by hand / text still to write")
+
+    a = sub.add_parser("aggregate", help="class-wide tables and plots in reports/")
+    a.add_argument("--results-root", default="results")
+    a.add_argument("--out", default=None, help="output folder (default: reports/ next to results/)")
+    a.add_argument("--include-smoke", action="store_true", help="also count smoke and synthetic runs")
+    return p
+
+
+def _params(pairs) -> dict:
+    out = {}
+    for k, v in pairs:
+        if not re.fullmatch(r"[A-Z][A-Z0-9_]*", k):
+            raise ConfigError(f"-p {k} {v}: notebook parameters are UPPER_CASE names like EPOCHS or MODEL_NAME.")
+        out[k] = parse_param(v)
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.cmd == "run":
+        oc = run_week(args.week, args.dataset, args.student, args.results_root, args.smoke, _params(args.param),
+                      args.overwrite, args.notebooks, args.kernel, log_output=args.log_output)
+        print(oc.check.format(label=str(oc.out_dir)) if oc.check else "")
+        print(f"Week {args.week} done in {oc.seconds:.0f}s -> {oc.out_dir} (executed notebook: {oc.notebook.name})")
+        return 0
+    if args.cmd == "batch":
+        outcomes = batch(parse_weeks(args.weeks), args.datasets, args.student, args.results_root, args.smoke,
+                         _params(args.param), args.overwrite, args.notebooks, args.kernel,
+                         progress=not args.no_progress)
+        table = summary_table(outcomes)
+        print(table)
+        if args.summary:
+            from .utils import write_text
+
+            write_text(args.summary, table + "\n")
+        return 0 if all(o.status == "ok" for o in outcomes) else 1
+    if args.cmd == "check":
+        reports = []
+        for path in args.paths:
+            p = Path(path)
+            if args.week is not None or args.dataset or args.student:
+                reports.append(check_folder(p, args.week, args.dataset, args.student, args.tasks))
+            else:
+                found = check_tree(p, tasks=args.tasks)
+                if not found:
+                    raise ConfigError(f"no submission folders under {p} (expected week<N>/<dataset>/<student>/).")
+                reports.extend(found)
+        for rep in reports:
+            print(rep.format(strict=args.strict))
+        n_ok = sum(r.passed(args.strict) for r in reports)
+        print(f"\n{n_ok} of {len(reports)} folder(s) pass" + (" (strict)" if args.strict else ""))
+        return 0 if n_ok == len(reports) else 1
+    if args.cmd == "aggregate":
+        res = aggregate(args.results_root, args.out, args.include_smoke)
+        for k, v in res["paths"].items():
+            print(f"{k:>22}: {v}")
+        print(f"{res['n_rows']} metrics rows, {res['n_label_efficiency']} label-efficiency rows")
+        return 0
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
