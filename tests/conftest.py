@@ -16,6 +16,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 from pathlib import Path
 
 import pytest
+
 from medssl.data import data_root, ensure_file
 from medssl.errors import MedSSLError
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
 from medssl.augment import AugSpec, BatchAugment, ssl_augmentation, supervised_augmentation
 from medssl.errors import ConfigError
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import requires_real
+
 from medssl import data as D
 from medssl.errors import (
     ConfigError,

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 from conftest import requires_real
 from medmnist.evaluator import getACC, getAUC
+from sklearn.metrics import f1_score, roc_auc_score
+
 from medssl.calibration import expected_calibration_error, maximum_calibration_error, softmax
 from medssl.metrics import CORE_METRIC_KEYS, classification_metrics
 from medssl.registry import get_spec
-from sklearn.metrics import f1_score, roc_auc_score
 
 
 def reference_ece(conf, correct, n_bins):
@@ -95,6 +96,7 @@ def test_binary_metrics_name_the_positive_class():
 @requires_real("breastmnist")
 def test_official_evaluator_on_real_test_split():
     from medmnist import Evaluator
+
     from medssl.data import data_root, load_split
 
     test = load_split("breastmnist", "test")

@@ -6,9 +6,10 @@ import logging
 
 import pytest
 import torch
+from torchvision.models import resnet18
+
 from medssl import models as M
 from medssl.errors import CheckpointError, ConfigError, WeightsUnavailableError
-from torchvision.models import resnet18
 
 
 @pytest.mark.parametrize("name", M.MODELS)

@@ -6,9 +6,10 @@ import json
 
 import numpy as np
 import pytest
+from PIL import Image
+
 from medssl.train import load_classifier, main
 from medssl.utils import read_jsonl
-from PIL import Image
 
 ARGS = ["--dataset", "synthetic", "--model", "smallcnn", "--epochs", "3", "--no-progress"]
 

@@ -5,9 +5,15 @@ The building blocks (:func:`train_one_epoch`, :func:`predict_logits`,
 is the whole job behind the command line.
 
 Outputs in ``--out``: ``config.json`` (written first), ``best.pt`` (best
-validation AUROC), ``val_log.jsonl`` (one line per epoch), ``test_metrics.json``,
-``predictions.npz`` (val/test logits and labels, for calibration and
-thresholds), ``reliability.png`` and ``curves.png``.
+validation AUROC, or ``--select f1_macro|acc``), ``val_log.jsonl`` (one line per
+epoch), ``test_metrics.json``, ``predictions.npz`` (val/test logits and labels,
+for calibration and thresholds), ``reliability.png`` and ``curves.png``.
+
+Recipe options (all off by default; see :mod:`medssl.recipes`): ``--mixup ALPHA``,
+``--scheduler cosine-plateau`` (cosine, then ReduceLROnPlateau on the val loss),
+``--patience N`` (early stopping on the selection metric), ``--tta standard``
+(test metrics with test-time augmentation added under ``"tta"``), ``--as-rgb``
+(grey images repeated to 3 channels, as for ImageNet-style backbones).
 """
 
 from __future__ import annotations
@@ -46,6 +52,15 @@ from .errors import CheckpointError, ConfigError
 from .metrics import classification_metrics, format_summary
 from .models import Classifier, build_model, count_parameters, load_encoder
 from .plots import learning_curves, reliability_diagram
+from .recipes import (
+    TTA_PRESETS,
+    CosineThenPlateau,
+    MixUp,
+    predict_tta,
+    probs_to_logits,
+    soft_cross_entropy,
+    tta_transforms,
+)
 from .registry import DatasetSpec, get_spec
 from .utils import (
     append_jsonl,
@@ -60,6 +75,8 @@ from .utils import (
 )
 
 CHECKPOINT_FORMAT = "medssl-classifier-v1"
+SELECT_METRICS = ("auroc", "f1_macro", "acc")
+SCHEDULERS = ("cosine", "constant", "cosine-plateau")
 
 
 @dataclass
@@ -91,6 +108,16 @@ class TrainConfig:
     n_bins: int = 15
     eval_batch_size: int = 512
     progress: bool = True
+    # recipe options (defaults keep the plain behaviour)
+    select: str = "auroc"              # validation metric that picks best.pt: auroc | f1_macro | acc
+    mixup: float = 0.0                 # MixUp Beta(alpha, alpha); 0 = off
+    patience: int = 0                  # early stopping after this many epochs without a better val score; 0 = off
+    cosine_frac: float = 0.5           # cosine-plateau: fraction of epochs on the cosine before plateau mode
+    plateau_factor: float = 0.5        # cosine-plateau: LR multiplier when the val loss stalls
+    plateau_patience: int = 3          # cosine-plateau: epochs without a lower val loss before a cut
+    tta: str = "none"                  # test-time augmentation preset for the extra "tta" test metrics
+    as_rgb: bool = False               # repeat grey images to 3 channels (model takes RGB)
+    require_pretrained: bool = False   # with pretrained: raise WeightsUnavailableError instead of falling back
 
     def validate(self) -> TrainConfig:
         get_spec(self.dataset)
@@ -105,8 +132,22 @@ class TrainConfig:
             raise ConfigError(f"--loader must be 'tensor' or 'dataset', got {self.loader!r}.")
         if self.optimizer not in ("adamw", "sgd"):
             raise ConfigError(f"--optimizer must be 'adamw' or 'sgd', got {self.optimizer!r}.")
-        if self.scheduler not in ("cosine", "constant"):
-            raise ConfigError(f"--scheduler must be 'cosine' or 'constant', got {self.scheduler!r}.")
+        if self.scheduler not in SCHEDULERS:
+            raise ConfigError(f"--scheduler must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}.")
+        if self.select not in SELECT_METRICS:
+            raise ConfigError(f"--select must be one of {', '.join(SELECT_METRICS)}, got {self.select!r}.")
+        if not (self.mixup >= 0 and math.isfinite(self.mixup)):
+            raise ConfigError(f"--mixup must be >= 0 (0 = off; 0.1-0.4 is usual), got {self.mixup}.")
+        if self.patience < 0:
+            raise ConfigError(f"--patience must be >= 0 (0 = no early stopping), got {self.patience}.")
+        if not 0.0 <= self.cosine_frac <= 1.0:
+            raise ConfigError(f"--cosine-frac must be in [0, 1], got {self.cosine_frac}.")
+        if not 0.0 < self.plateau_factor < 1.0:
+            raise ConfigError(f"--plateau-factor must be in (0, 1), got {self.plateau_factor}.")
+        if self.plateau_patience < 0:
+            raise ConfigError(f"--plateau-patience must be >= 0, got {self.plateau_patience}.")
+        if self.tta not in TTA_PRESETS:
+            raise ConfigError(f"--tta must be one of {', '.join(TTA_PRESETS)}, got {self.tta!r}.")
         return self
 
     def to_dict(self) -> dict:
@@ -146,14 +187,20 @@ def _autocast(device: torch.device):
 
 def train_one_epoch(model: nn.Module, batches, n_batches: int, optimizer: torch.optim.Optimizer,
                     scheduler=None, device: torch.device | None = None, desc: str = "train",
-                    progress: bool = True) -> float:
-    """One pass over ``batches``; returns the sample-weighted mean training loss."""
+                    progress: bool = True, mixup: MixUp | None = None) -> float:
+    """One pass over ``batches``; returns the sample-weighted mean training loss.
+
+    With ``mixup`` every batch is mixed (:class:`medssl.recipes.MixUp`) and the
+    loss is the cross-entropy against the mixed soft targets.
+    """
     model.train()
     total, count = 0.0, 0
     bar = tqdm(batches, total=n_batches, desc=desc, leave=False, disable=not progress, dynamic_ncols=True)
     for x, y in bar:
+        if mixup is not None:
+            x, soft = mixup(x, y)
         with _autocast(x.device):
-            loss = F.cross_entropy(model(x), y)
+            loss = F.cross_entropy(model(x), y) if mixup is None else soft_cross_entropy(model(x), soft)
         if not torch.isfinite(loss):
             raise ConfigError(f"training loss became {loss.item()} ({desc}); lower --lr and try again.")
         optimizer.zero_grad(set_to_none=True)
@@ -214,12 +261,23 @@ def cosine_schedule(optimizer: torch.optim.Optimizer, total_steps: int):
         optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / max(total_steps, 1))))
 
 
+def selection_score(val_metrics: dict, select: str = "auroc") -> float:
+    """The number ``fit`` maximises: val AUROC (minus the val loss when AUROC is undefined), macro-F1 or accuracy."""
+    if select == "auroc":
+        return val_metrics["auroc"] if not math.isnan(val_metrics["auroc"]) else -val_metrics["loss"]
+    if select not in SELECT_METRICS:
+        raise ConfigError(f"select must be one of {', '.join(SELECT_METRICS)}, got {select!r}.")
+    return val_metrics[select]
+
+
 def fit(model: Classifier, train: SplitData, val: SplitData, spec: DatasetSpec, cfg: TrainConfig,
         device: torch.device, log_path: Path | None = None, on_best=None) -> tuple[list[dict], dict, int]:
-    """Train with validation after every epoch; keep the weights with the best val AUROC.
+    """Train with validation after every epoch; keep the weights with the best val AUROC (or ``cfg.select``).
 
     Returns ``(history, best_state_dict, best_epoch)``. ``on_best(model, epoch, val_metrics)``
     is called whenever the best model improves (the CLI saves ``best.pt`` there).
+    With ``cfg.patience > 0`` training stops after that many epochs without a
+    better selection score; ``cfg.mixup > 0`` mixes the training batches.
     """
     aug = supervised_augmentation(cfg.aug, spec.modality)
     shuffle_gen = make_generator(cfg.seed + 1)
@@ -227,26 +285,40 @@ def fit(model: Classifier, train: SplitData, val: SplitData, spec: DatasetSpec, 
     optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay, cfg.encoder_lr, cfg.optimizer)
     tsplit = TensorSplit(train, device) if cfg.loader == "tensor" else None
     steps = (tsplit.num_batches(cfg.batch_size) if tsplit else -(-len(train) // cfg.batch_size)) * cfg.epochs
-    scheduler = cosine_schedule(optimizer, steps) if cfg.scheduler == "cosine" else None
+    scheduler = None
+    if cfg.scheduler == "cosine":
+        scheduler = cosine_schedule(optimizer, steps)
+    elif cfg.scheduler == "cosine-plateau":
+        scheduler = CosineThenPlateau(optimizer, steps // cfg.epochs, cfg.epochs, cfg.cosine_frac,
+                                      cfg.plateau_factor, cfg.plateau_patience)
+    mixup = MixUp(cfg.mixup, spec.n_classes, seed=cfg.seed + 3) if cfg.mixup > 0 else None
     history: list[dict] = []
     best_score, best_epoch, best_state = -math.inf, 0, copy.deepcopy(model.state_dict())
     for epoch in range(1, cfg.epochs + 1):
         t0 = time.perf_counter()
         batches, n_batches = train_batches(train, cfg.batch_size, device, aug, cfg.loader, shuffle_gen, aug_gen, tsplit)
+        lr_used = optimizer.param_groups[-1]["lr"]
+        phase = scheduler.phase if isinstance(scheduler, CosineThenPlateau) else None
         train_loss = train_one_epoch(model, batches, n_batches, optimizer, scheduler, device,
-                                     desc=f"epoch {epoch}/{cfg.epochs}", progress=cfg.progress)
+                                     desc=f"epoch {epoch}/{cfg.epochs}", progress=cfg.progress, mixup=mixup)
         vm, _ = evaluate(model, val, spec, cfg.eval_batch_size, cfg.n_bins, device)
+        if isinstance(scheduler, CosineThenPlateau):
+            scheduler.epoch_end(vm["loss"])
         row = {"epoch": epoch, "train_loss": train_loss, "val_loss": vm["loss"], "val_acc": vm["acc"],
                "val_auroc": vm["auroc"], "val_ece": vm["ece"], "lr": optimizer.param_groups[-1]["lr"],
-               "seconds": time.perf_counter() - t0}
+               "seconds": time.perf_counter() - t0, "val_f1_macro": vm["f1_macro"]}
+        if isinstance(scheduler, CosineThenPlateau):
+            row.update(lr_start=lr_used, lr_phase=phase)
         history.append(row)
         if log_path is not None:
             append_jsonl(log_path, row)
-        score = vm["auroc"] if not math.isnan(vm["auroc"]) else -vm["loss"]
+        score = selection_score(vm, cfg.select)
         if score > best_score:
             best_score, best_epoch, best_state = score, epoch, copy.deepcopy(model.state_dict())
             if on_best is not None:
                 on_best(model, epoch, vm)
+        if cfg.patience and epoch - best_epoch >= cfg.patience:
+            break
     return history, best_state, best_epoch
 
 
@@ -279,7 +351,7 @@ def run(cfg: TrainConfig, out: str | Path, overwrite: bool = False) -> dict:
     out = prepare_out_dir(out, overwrite)
     device = resolve_device(cfg.device)
     set_seed(cfg.seed)
-    splits = load_splits(cfg.dataset, size=cfg.size, root=cfg.root)
+    splits = load_splits(cfg.dataset, size=cfg.size, root=cfg.root, as_rgb=cfg.as_rgb)
     train_full = splits["train"]
     idx = None
     if cfg.label_frac < 1.0:
@@ -287,13 +359,17 @@ def run(cfg: TrainConfig, out: str | Path, overwrite: bool = False) -> dict:
     train = train_full.subset(idx) if idx is not None else train_full
     write_json(out / "config.json", {"config": cfg.to_dict(), "n_train_used": len(train)})
 
-    model = build_model(cfg.model, spec.n_classes, spec.n_channels, input_size=cfg.size, stem=cfg.stem,
-                        pretrained=cfg.pretrained, weights_path=cfg.weights, finetune="all")
+    in_channels = 3 if cfg.as_rgb else spec.n_channels
+    model = build_model(cfg.model, spec.n_classes, in_channels, input_size=cfg.size, stem=cfg.stem,
+                        pretrained=cfg.pretrained, weights_path=cfg.weights, finetune="all",
+                        require_pretrained=cfg.require_pretrained)
     if cfg.encoder:
         load_encoder(model, cfg.encoder)
     if cfg.finetune == "head":
         model.freeze_encoder()
     model.meta["finetune"] = cfg.finetune
+    if cfg.as_rgb:
+        model.meta["as_rgb"] = True
     model.to(device)
 
     def save_best(m: Classifier, epoch: int, vm: dict) -> None:
@@ -306,6 +382,14 @@ def run(cfg: TrainConfig, out: str | Path, overwrite: bool = False) -> dict:
     model.load_state_dict(best_state)
     val_m, val_logits = evaluate(model, splits["val"], spec, cfg.eval_batch_size, cfg.n_bins, device)
     test_m, test_logits = evaluate(model, splits["test"], spec, cfg.eval_batch_size, cfg.n_bins, device)
+    tta_block, tta_probs = None, None
+    if cfg.tta != "none":
+        transforms = tta_transforms(cfg.tta, spec.modality, cfg.size)
+        tta_probs = predict_tta(model, splits["test"].images, transforms, cfg.eval_batch_size, device)
+        tta_block = classification_metrics(splits["test"].labels, tta_probs, spec, n_bins=cfg.n_bins)
+        tta_block["loss"] = float(F.nll_loss(torch.from_numpy(probs_to_logits(tta_probs)).double(),
+                                             torch.from_numpy(splits["test"].labels)).item())
+        tta_block.update(preset=cfg.tta, transforms=[t.name for t in transforms], averaged="softmax probabilities")
     wall = time.perf_counter() - t_start
     path = ensure_file(spec.key, cfg.size, cfg.root)
     result = {
@@ -324,10 +408,18 @@ def run(cfg: TrainConfig, out: str | Path, overwrite: bool = False) -> dict:
                  "train_indices_file": None if idx is None else indices_filename(cfg.label_frac, cfg.seed)},
         "versions": {"medssl": __version__, "torch": torch.__version__, "python": platform.python_version()},
     }
+    if cfg.select != "auroc":
+        result["selected_on"] = f"val {cfg.select}"
+    if cfg.patience:
+        result["early_stopped"] = len(history) < cfg.epochs
+    if tta_block is not None:
+        result["tta"] = tta_block
     write_json(out / "test_metrics.json", result)
+    extra = {} if tta_probs is None else {"test_probs_tta": tta_probs}
     with open(out / "predictions.npz", "wb") as fh:
         np.savez(fh, val_logits=val_logits, val_labels=splits["val"].labels, test_logits=test_logits,
-                 test_labels=splits["test"].labels, train_indices=np.asarray(idx if idx is not None else []))
+                 test_labels=splits["test"].labels, train_indices=np.asarray(idx if idx is not None else []),
+                 **extra)
     label = f"{spec.key} {cfg.model} ({spec.describe_positive()})"
     save_figure(reliability_diagram(softmax(test_logits), splits["test"].labels, spec.positive_class, cfg.n_bins,
                                     title=f"{label}\ntest reliability", positive_label=spec.positive_name),
@@ -363,7 +455,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stem", default="auto", choices=("auto", "small", "imagenet"))
     p.add_argument("--encoder", default=None, help="start from an SSL encoder checkpoint (ssl_encoder.pt)")
     p.add_argument("--optimizer", default="adamw", choices=("adamw", "sgd"))
-    p.add_argument("--scheduler", default="cosine", choices=("cosine", "constant"))
+    p.add_argument("--scheduler", default="cosine", choices=SCHEDULERS,
+                   help="cosine-plateau = cosine for --cosine-frac of the epochs, then ReduceLROnPlateau")
+    p.add_argument("--select", default="auroc", choices=SELECT_METRICS, help="val metric that picks best.pt")
+    p.add_argument("--mixup", type=float, default=0.0, help="MixUp alpha (0 = off; small values such as 0.2)")
+    p.add_argument("--patience", type=int, default=0, help="early stopping patience in epochs (0 = off)")
+    p.add_argument("--cosine-frac", type=float, default=0.5, help="cosine-plateau: share of epochs on the cosine")
+    p.add_argument("--plateau-factor", type=float, default=0.5, help="cosine-plateau: LR cut factor")
+    p.add_argument("--plateau-patience", type=int, default=3, help="cosine-plateau: epochs before a cut")
+    p.add_argument("--tta", default="none", choices=TTA_PRESETS,
+                   help="also report test metrics with test-time augmentation (key 'tta')")
+    p.add_argument("--as-rgb", action="store_true", help="repeat grey images to 3 channels")
+    p.add_argument("--require-pretrained", action="store_true",
+                   help="fail instead of falling back to random init when ImageNet weights are unavailable")
     p.add_argument("--loader", default="tensor", choices=("tensor", "dataset"),
                    help="tensor = whole split on the device, batched augmentation; dataset = readable per-image path")
     return p
@@ -376,6 +480,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     note = "  [SYNTHETIC data: not a real result]" if res["data"]["synthetic"] else ""
     print(f"[{res['dataset']} {cfg.model}] best epoch {res['best_epoch']}/{cfg.epochs}: test {format_summary(res)} "
           f"| {res['wall_time_s']:.1f}s on {res['device']} -> {args.out}{note}")
+    if "tta" in res:
+        print(f"  with TTA ({res['tta']['preset']}, {len(res['tta']['transforms'])} transforms): "
+              f"{format_summary(res['tta'])}")
     return 0
 
 
