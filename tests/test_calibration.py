@@ -6,6 +6,8 @@ import math
 
 import numpy as np
 import pytest
+from sklearn.metrics import brier_score_loss, log_loss, roc_auc_score
+
 from medssl.calibration import (
     TemperatureScaler,
     adaptive_calibration_error,
@@ -21,7 +23,6 @@ from medssl.calibration import (
 )
 from medssl.errors import MedSSLError
 from medssl.registry import get_spec
-from sklearn.metrics import brier_score_loss, log_loss, roc_auc_score
 
 
 # ------------------------------------------------------------------ independent references (plain loops)
@@ -201,6 +202,9 @@ def test_scaling_never_changes_ranking_accuracy_or_auroc(k):
     mb = calibration_metrics(before, yt, 0 if k == 2 else None)
     ma = calibration_metrics(after, yt, 0 if k == 2 else None)
     assert ma["acc"] == mb["acc"]
+    conf = before[:, 0] if k == 2 else before.max(1)
+    hit = (yt == 0) if k == 2 else (before.argmax(1) == yt)
+    assert mb["signed_gap"] == pytest.approx(conf.mean() - hit.mean(), abs=1e-12)
     if k == 2:
         assert ma["auroc"] == pytest.approx(mb["auroc"], abs=1e-12)
     # over-confident -> scaling helps on held-out data

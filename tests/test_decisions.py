@@ -6,12 +6,13 @@ import json
 
 import numpy as np
 import pytest
+from sklearn.metrics import confusion_matrix, f1_score, roc_auc_score, roc_curve
+
 from medssl import decisions
 from medssl.calibration import softmax
 from medssl.errors import MedSSLError, OutputExistsError, UnsupportedTaskError
 from medssl.metrics import auroc
 from medssl.registry import get_spec
-from sklearn.metrics import confusion_matrix, f1_score, roc_auc_score, roc_curve
 
 
 def scores_and_labels(n_pos, n_neg, seed, sep=1.0):

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+
 from medssl import robustness
 from medssl.calibration import calibration_metrics, softmax
 from medssl.errors import MedSSLError

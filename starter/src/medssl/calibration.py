@@ -166,13 +166,18 @@ def calibration_metrics(probs: np.ndarray, labels: np.ndarray, positive_class: i
                         n_bins: int = 15) -> dict:
     """Accuracy, AUROC and every calibration score of one set of probabilities, in one dict.
 
-    ``ece`` (equal-width bins), ``ece_adaptive`` (equal-mass bins), ``mce``, ``nll``, ``brier``.
+    ``ece`` (equal-width bins), ``ece_adaptive`` (equal-mass bins), ``mce``, ``nll``, ``brier`` and
+    ``signed_gap`` = mean judged probability - observed rate (binary: mean P(positive) - prevalence;
+    multi-class: mean confidence - accuracy). When every bin errs in the same direction the ECE
+    equals ``|signed_gap|``: the model over- (or under-) predicts across the board, which a single
+    temperature cannot fix if the validation split does not show the same bias.
     Which probability is judged follows the module rule (binary: P(positive); multi-class: top label).
     """
     from .metrics import auroc  # metrics imports this module; import here to avoid a cycle
 
     probs, labels = _probs_and_labels(probs, labels)
     pos = positive_class if probs.shape[1] == 2 else None
+    conf, outcome = confidence_and_outcome(probs, labels, pos)
     return {
         "acc": float(np.mean(probs.argmax(axis=1) == labels)),
         "auroc": auroc(labels, probs, pos),
@@ -181,6 +186,7 @@ def calibration_metrics(probs: np.ndarray, labels: np.ndarray, positive_class: i
         "mce": maximum_calibration_error(probs, labels, n_bins, pos),
         "nll": negative_log_likelihood(probs, labels),
         "brier": brier_score(probs, labels, pos),
+        "signed_gap": float(np.mean(conf) - np.mean(outcome)),
     }
 
 
@@ -270,7 +276,8 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
 
 
 _TS_ROWS = (("ece", "ECE ({n} equal-width bins)"), ("ece_adaptive", "adaptive ECE ({n} equal-mass bins)"),
-            ("mce", "MCE"), ("nll", "NLL"), ("brier", "Brier score"), ("auroc", "AUROC"), ("acc", "accuracy"))
+            ("mce", "MCE"), ("nll", "NLL"), ("brier", "Brier score"),
+            ("signed_gap", "mean predicted - observed rate (signed)"), ("auroc", "AUROC"), ("acc", "accuracy"))
 
 
 def temperature_scaling_table(result: dict) -> str:
@@ -290,7 +297,9 @@ def temperature_scaling_table(result: dict) -> str:
     ]
     for key, name in _TS_ROWS:
         lines.append(f"| {name.format(n=n)} | {b[key]:.4f} | {a[key]:.4f} | {a[key] - b[key]:+.4f} |")
-    lines += ["", "Lower is better for ECE, MCE, NLL and Brier. Dividing all logits by one positive number keeps "
+    lines += ["", "Lower is better for ECE, MCE, NLL and Brier; the signed gap is best at 0 (+ = predicts "
+              + (f"{result['positive_label'] or 'the positive class'} too often" if result["positive_class"] is not None
+                 else "over-confident") + "). Dividing all logits by one positive number keeps "
               "their order, so the predicted class and the accuracy cannot change"
               + (", nor can the AUROC of P(positive)." if result["positive_class"] is not None else
                  "; a multi-class one-vs-rest AUROC may move slightly (each p_k also depends on the other logits)."),

@@ -83,6 +83,9 @@ def load_predictions(source: str | os.PathLike, dataset: str | None = None, root
     ``dataset`` is read from the run's ``config.json`` (or the checkpoint) when not given.
     """
     src = Path(source)
+    if not src.exists():
+        raise CheckpointError(f"{src} not found; pass a training run folder (with predictions.npz), a "
+                              "predictions.npz file or a best.pt checkpoint.")
     if src.is_dir():
         npz, cfg = src / "predictions.npz", _run_config(src)
         if not npz.exists() and (src / "best.pt").exists():
