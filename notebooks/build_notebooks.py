@@ -83,8 +83,8 @@ def params_cell(extra: str, model: str, epochs_note: str, fracs: str = "None  # 
         # Parameters: `python -m medssl.course run` (papermill) replaces these values.
         DATASET_KEY = "breastmnist"  # your primary dataset: "breastmnist" or "pneumoniamnist"
         STUDENT = None               # your name -> results/week<N>/<dataset>/<STUDENT>/ (None: "your_name")
-        MODEL_NAME = {model!r}
-        EPOCHS = None                # None: {epochs_note} (1 in smoke mode)
+        MODEL_NAME = {model!r}{"  # not used this week" if model is None else ""}
+        EPOCHS = None                # None: {epochs_note}{"" if model is None else " (1 in smoke mode)"}
         BATCH_SIZE = None            # None: the week's default
         SEED = 42
         LABEL_FRACS = {fracs}
@@ -97,12 +97,12 @@ def params_cell(extra: str, model: str, epochs_note: str, fracs: str = "None  # 
 
 
 def start_cell(week: int, extra_args: str = "") -> object:
-    return code(f'''
-        wk = ch.WeekRun(week={week}, dataset=DATASET_KEY, student=STUDENT, model=MODEL_NAME, epochs=EPOCHS,
+    more = f",\n                {extra_args.lstrip(', ')}" if extra_args else ""
+    return code(textwrap.dedent("""
+        wk = ch.WeekRun(week=WEEK, dataset=DATASET_KEY, student=STUDENT, model=MODEL_NAME, epochs=EPOCHS,
                         batch_size=BATCH_SIZE, seed=SEED, label_fracs=LABEL_FRACS, results_root=RESULTS_ROOT,
-                        smoke=SMOKE, overwrite=OVERWRITE{extra_args})
-        print(wk.describe())
-        ''', check=True)
+                        smoke=SMOKE, overwrite=OVERWRITE""").strip().replace("WEEK", str(week))
+                + more + ")\nprint(wk.describe())", check=True)
 
 
 def build(week: int) -> nbformat.NotebookNode:

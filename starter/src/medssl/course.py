@@ -449,10 +449,12 @@ def run_week(week: int, dataset: str | None, student: str, results_root: str | o
     nb = notebook_path(week, notebooks_dir)
     results_root = Path(results_root).resolve()
     out_dir = M.results_dir(results_root, week, dataset, student)
-    existing = _has_submission(out_dir, week) if not group else []
+    existing = _has_submission(out_dir, week) if not group else [
+        f.name for f in M.core(week).files if f.status != M.BY_HAND and not f.is_pattern
+        and (results_root.parent / f.name).exists()]
     if existing and not overwrite:
         raise OutputExistsError(
-            f"{out_dir} already holds a Week {week} submission ({', '.join(existing[:4])}"
+            f"{results_root.parent if group else out_dir} already holds Week {week} files ({', '.join(existing[:4])}"
             f"{', ...' if len(existing) > 4 else ''}). Pass --overwrite to run again and replace it, "
             "or use another --student / --results-root.")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -721,7 +723,8 @@ def comparison_figure(summary: Sequence[dict], weeks: Sequence[int] = (1, 2, 3, 
         ax.set_ylim(0.4, 1.0)
     if not keys:
         ax.text(0.5, 0.5, "(no results yet)", transform=ax.transAxes, ha="center")
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
     ax.set_title(title or f"Breast vs Pneumonia: test {metric}", fontsize=10)
     fig.tight_layout()
     return fig
@@ -746,7 +749,7 @@ def label_efficiency_figure(rows: Sequence[dict], metric: str = "auroc"):
         ax.set_xlabel("% of training labels")
         ax.set_ylabel(f"test {metric}")
         ax.set_title(d, fontsize=10)
-        if sub:
+        if sub and ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
     fig.tight_layout()
     return fig

@@ -248,7 +248,13 @@ class WeekRun:
         return repo_root() / "results"
 
     def _prepare_out(self) -> None:
-        if self.group:
+        if self.group:  # generated group files (a draft students edit!) are replaced only with OVERWRITE
+            existing = [f.name for f in self.deliverable.files if f.status != M.BY_HAND and not f.is_pattern
+                        and (self.root / f.name).exists()]
+            if existing and not self.overwrite:
+                raise OutputExistsError(
+                    f"{', '.join(existing)} already exist. Set OVERWRITE = True to regenerate them (copy any text you "
+                    "wrote into them somewhere safe first).")
             return
         known = {n for d in (self.deliverable, *M.extra_tasks(self.week)) for f in d.files
                  if f.status != M.BY_HAND for n in f.names}
@@ -425,6 +431,74 @@ class WeekRun:
         out["val_probs"], out["test_probs"] = softmax(out["val_logits"]), softmax(out["test_logits"])
         return out
 
+    def job(self, name: str, key: Mapping, fn: Callable[[Path], object]) -> Path:
+        """Run ``fn(out)`` once into ``runs/.../<name>``; reuse the folder when ``key`` (all settings) is unchanged.
+
+        Library jobs (pretraining, probes, analyses) write their own files; the
+        notebook reads them back from the returned folder, so a re-run with the
+        same settings costs nothing and a changed setting needs OVERWRITE.
+        """
+        from .utils import to_jsonable
+
+        out = self.runs / name
+        marker = out / "course_job.json"
+        key = to_jsonable(dict(key))
+        if marker.exists():
+            try:
+                old = json.loads(marker.read_text()).get("key")
+            except (OSError, ValueError):
+                old = None
+            if old == key:
+                print(f"[{name}] reusing the finished job in {self.rel(out)}/ (same settings)")
+                return out
+        if out.exists() and any(out.iterdir()):
+            if not self.overwrite:
+                raise OutputExistsError(f"{self.rel(out)} holds a job with other settings (or an unfinished one). "
+                                        "Set OVERWRITE = True to redo it.")
+            shutil.rmtree(out)
+        fn(out)
+        write_json(marker, {"key": key, "finished": _dt.datetime.now().isoformat(timespec="seconds")})
+        return out
+
+    def pretrain(self, name: str = "ssl", **overrides) -> dict:
+        """SSL pretraining (:func:`medssl.pretrain.run`) as a reusable job; returns ``ssl_config.json``."""
+        from .pretrain import SSLConfig
+        from .pretrain import run as pretrain_run
+
+        backbone = overrides.get("backbone", self.model or "resnet18")
+        kw = dict(dataset=self.dataset, backbone=backbone, stem="auto" if backbone == "smallcnn" else self.stem,
+                  epochs=self.epochs, batch_size=self.batch_size, seed=self.seed, progress=not self.smoke)
+        kw.update(overrides)
+        cfg = SSLConfig(**kw)
+        out = self.job(name, cfg.to_dict(), lambda o: pretrain_run(cfg, o, overwrite=True))
+        return load_json(out / "ssl_config.json")
+
+    def downstream(self, name: str, encoder: str | os.PathLike, fractions: Sequence[float], finetune: bool = False,
+                   compare_inits: bool = False, **overrides) -> Path:
+        """Linear probe (+ fine-tuning / init comparison) of an SSL encoder (:func:`medssl.probe.run`)."""
+        from .probe import DownstreamConfig
+        from .probe import run as probe_run
+
+        kw = dict(dataset=self.dataset, encoder=str(encoder), fractions=list(fractions), seed=self.seed,
+                  epochs=self.epochs, progress=not self.smoke)
+        if self.smoke:
+            kw["min_steps"] = 0
+        kw.update(overrides)
+        cfg = DownstreamConfig(**kw)
+        return self.job(name, {**cfg.to_dict(), "finetune": finetune, "compare_inits": compare_inits},
+                        lambda o: probe_run(cfg, o, overwrite=True, do_finetune=finetune, compare_inits=compare_inits))
+
+    def previous_run(self, week: int, relpath: str, what: str) -> Path:
+        """A file in an earlier week's ``runs/`` folder, with the command to make it when it is missing."""
+        path = self.root / "runs" / f"week{week}" / self.dataset / self.student / relpath
+        if not path.exists():
+            raise ConfigError(
+                f"Week {self.week} needs Week {week}'s {what}: {self.rel(path)} is missing (runs/ is not in git, so "
+                f"a fresh clone has to recompute it). Run Week {week} first:\n    python -m medssl.course run "
+                f"--week {week} --dataset {self.dataset} --student {self.student}" + (" --smoke" if self.smoke else "")
+                + (f" --results-root {self.results_root}" if self.results_root != repo_root() / "results" else ""))
+        return path
+
     def run_dir(self, name: str, week: int | None = None) -> Path:
         """``runs/week<N>/<dataset>/<student>/<name>`` of this or another week."""
         w = self.week if week is None else week
@@ -483,6 +557,268 @@ def gallery_captions(idx: Sequence[int], labels: np.ndarray, probs: np.ndarray, 
             line += f"\nP({spec.labels[pos]})={positive_probability(probs[i:i + 1], pos)[0]:.2f}"
         out.append(line)
     return out
+
+
+# ================================================================== Weeks 5-6 figures
+def fraction_figure(rows: Sequence[Mapping], metric: str, reference: Mapping[str, float] | None = None,
+                    title: str | None = None):
+    """``metric`` against % of labels, one line per ``method``; ``reference`` adds dashed horizontal lines."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.4, 3.8))
+    for method in dict.fromkeys(r["method"] for r in rows):
+        pts = sorted((float(r["fraction"]) * 100, r[metric]) for r in rows if r["method"] == method)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=method)
+    for i, (name, value) in enumerate((reference or {}).items()):
+        ax.axhline(value, ls="--", lw=1, color=f"C{i + 3}", label=name)
+    pcts = sorted({float(r["fraction"]) * 100 for r in rows})
+    ax.set_xscale("log")
+    ax.set_xticks(pcts, [f"{p:g}" for p in pcts])
+    ax.minorticks_off()
+    ax.set_xlabel("labelled training images (%)")
+    ax.set_ylabel(f"test {metric}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def bar_figure(values: Mapping[str, Mapping[str, float]], metrics: Sequence[str] = ("acc", "auroc", "ece"),
+               title: str | None = None):
+    """Grouped bars: one group per metric, one bar per entry of ``values`` (``{name: {metric: value}}``)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.4, 3.6))
+    width = 0.8 / max(len(values), 1)
+    x = np.arange(len(metrics))
+    for i, (name, vals) in enumerate(values.items()):
+        ax.bar(x + (i - (len(values) - 1) / 2) * width, [vals.get(m, np.nan) for m in metrics], width, label=name)
+    ax.set_xticks(x, [f"test {m}" for m in metrics])
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+# ================================================================== Weeks 9-10: write-up and reproducibility
+def _metric_files(results_root: Path, include_smoke: bool) -> list[tuple[Path, dict]]:
+    """(path, data) of every metrics-like JSON (metrics files and ssl_config.json) in the submissions."""
+    from .course import find_submissions, parse_location
+
+    out = []
+    for folder in find_submissions(results_root):
+        week = parse_location(folder)[0]
+        for path in sorted(folder.glob("*.json")):
+            try:
+                spec = M.file_spec(week, path.name)
+            except ConfigError:
+                continue
+            if spec.keys not in (M.METRIC_RULES, M.SSL_CONFIG_RULES):
+                continue
+            try:
+                data = json.loads(path.read_text())
+            except (OSError, json.JSONDecodeError):
+                continue
+            smoke = bool((data.get("course") or {}).get("smoke")) or bool((data.get("data") or {}).get("synthetic"))
+            if smoke and not include_smoke:
+                continue
+            out.append((path, data))
+    return out
+
+
+def missing_pieces(results_root: str | os.PathLike, datasets: Sequence[str] = M.DATASETS,
+                   include_smoke: bool = False) -> str:
+    """A checklist of what the write-up still lacks: weeks without results, failing folders, text left to write."""
+    from .course import check_tree, find_submissions, parse_location
+
+    results_root = Path(results_root)
+    have: dict[tuple[int, str], list[str]] = {}
+    for folder in find_submissions(results_root) if results_root.is_dir() else []:
+        w, d, s = parse_location(folder)
+        have.setdefault((w, d), []).append(s)
+    lines = ["# Missing pieces (generated)", "",
+             "Regenerate with the Week 9 notebook. Tick items off by making them true, not by editing this file.", "",
+             "## Results per week and dataset", "", "| week | " + " | ".join(datasets) + " |",
+             "|---|" + "---|" * len(datasets)]
+    todo = []
+    for w in range(1, 9):
+        cells = []
+        for d in datasets:
+            names = have.get((w, d), [])
+            cells.append(", ".join(sorted(names)) if names else "**missing**")
+            if not names:
+                todo.append(f"Week {w} has no results for {d}.")
+        lines.append(f"| {w} | " + " | ".join(cells) + " |")
+    reports = [r for r in (check_tree(results_root) if results_root.is_dir() else []) if r.week <= 8]
+    for r in reports:
+        rel = "/".join(Path(r.folder).parts[-3:])
+        if not r.passed():
+            todo.append(f"`{rel}` fails the checker ({len(r.of('missing', 'malformed'))} problem(s)).")
+        for p in r.of("to add"):
+            todo.append(f"`{rel}`: add {p.file}.")
+        n_write = sum(int(p.message.split()[0]) for p in r.of("to write") if p.message.split()[0].isdigit())
+        if n_write:
+            todo.append(f"`{rel}`: {n_write} interpretation place(s) still to write.")
+    smoke = [p for p, d in _metric_files(results_root, True) if (d.get("course") or {}).get("smoke")]
+    if smoke and not include_smoke:
+        todo.append(f"{len(smoke)} metrics file(s) come from smoke runs; re-run those weeks with SMOKE = False.")
+    lines += ["", "## To do", ""] + ([f"- [ ] {t}" for t in todo] or ["- [x] nothing missing in results/"])
+    lines += ["- [ ] Export `reports/final_writeup/draft_v1.md` as `draft_v1.pdf`.", ""]
+    return "\n".join(lines)
+
+
+def draft_skeleton(summary_md: str, label_efficiency_md: str | None, figures: Mapping[str, str],
+                   n_students: Mapping[str, int]) -> str:
+    """The paper-style skeleton of the write-up, with the class-wide tables and figures already in place."""
+    who = ", ".join(f"{d}: {n} student(s)" for d, n in sorted(n_students.items())) or "no results yet"
+    r = Readme("Self-supervised pretraining on small medical images: label efficiency and calibration "
+               "on BreastMNIST and PneumoniaMNIST (draft v1)")
+    r.p(f"*Generated skeleton ({who}). Tables and figures are filled from `results/`; every ✍️ place is for you. "
+        "Aim for 4-6 pages.*")
+    r.h("1. Introduction")
+    r.student("Motivation: labels are expensive in medical imaging; can contrastive SSL save labels? Why care about "
+              "calibration and operating points, and why compare an ultrasound and an X-ray dataset?")
+    r.h("2. Methods")
+    r.bullets(["Data: MedMNIST v2 BreastMNIST (546/78/156, positive = malignant) and PneumoniaMNIST "
+               "(4708/524/624, positive = pneumonia), 28×28 greyscale.",
+               "Models: smallcnn and ResNet-18 (3×3 stem for 28 px), supervised baselines (Weeks 1-3).",
+               "SSL: SimCLR-lite (NT-Xent) on the unlabelled training split (Week 4); linear probe and fine-tuning "
+               "with 5% and 10% of the labels (Weeks 5-6).",
+               "Evaluation: accuracy, AUROC, ECE (15 bins, on P(positive)), thresholds chosen on validation "
+               "(Week 7), mild perturbations (Week 8)."])
+    r.student("Anything your group did differently (epochs, augmentations, seeds); say whether numbers are single "
+              "runs or means over seeds.")
+    r.h("3. Results")
+    r.p("Test metrics, mean ± std over students:")
+    r.table(summary_md)
+    if label_efficiency_md:
+        r.table(label_efficiency_md)
+    for name, caption in figures.items():
+        r.figure(f"../../{name}", caption)
+    r.student("Describe the three or four findings the tables support, with numbers.")
+    r.h("4. Discussion")
+    r.student("When does SSL improve label efficiency? How does it affect calibration and thresholds? How do the "
+              "effects differ between Breast and Pneumonia? Limits: dataset size, 28 px, single seeds.")
+    r.h("5. Ethics and limitations")
+    r.student("Summarise the Week 8 notes: benchmark vs clinical reality, which errors are more costly, deployment.")
+    r.h("References")
+    r.student("The references collected in reports/references/.")
+    return r.render()
+
+
+def reproducibility_checklist(root: str | os.PathLike, results_root: str | os.PathLike,
+                              include_smoke: bool = False) -> str:
+    """``results/week10/reproducibility_checklist.md``: what was actually run, with which settings, and checks."""
+    from .course import check_tree, parse_location
+    from .registry import get_spec
+
+    root, results_root = Path(root), Path(results_root)
+    files = _metric_files(results_root, include_smoke)
+    rows, seeds_ok, md5_ok, md5_seen, walls, devices, torch_v = [], 0, 0, set(), {}, set(), set()
+    for path, data in files:
+        week, dataset, student = parse_location(path.parent)
+        cfg = data.get("config") or data.get("train_config") or {}
+        seed = data.get("seed", cfg.get("seed"))
+        seeds_ok += seed is not None and bool(cfg)
+        md5 = (data.get("data") or {}).get("md5")
+        if md5:
+            md5_seen.add((dataset, md5))
+            try:
+                md5_ok += md5 == get_spec(dataset).md5.get(int(cfg.get("size", 28)))
+            except Exception:  # unknown dataset key in a student folder
+                pass
+        wall = data.get("wall_time_s") or data.get("seconds")
+        if isinstance(wall, (int, float)):
+            walls[(dataset, week)] = walls.get((dataset, week), 0.0) + float(wall)
+        if data.get("device"):
+            devices.add(str(data["device"]))
+        if (data.get("versions") or {}).get("torch"):
+            torch_v.add(data["versions"]["torch"])
+        rows.append({"week": week, "dataset": dataset, "student": student, "file": path.name,
+                     "model": (data.get("model") or {}).get("arch") if isinstance(data.get("model"), dict)
+                     else cfg.get("model", cfg.get("backbone")),
+                     "epochs": cfg.get("epochs"), "seed": seed,
+                     "label_frac": data.get("label_frac", data.get("fraction")), "device": data.get("device"),
+                     "wall s": wall, "smoke": (data.get("course") or {}).get("smoke", False)})
+    reports = [r for r in (check_tree(results_root) if results_root.is_dir() else []) if r.week <= 8]
+    n_pass = sum(r.passed() for r in reports)
+    readme = root / "README.md"
+    readme_ok = readme.exists() and "medssl.course run" in readme.read_text(errors="ignore")
+    folders = sorted({(parse_location(p.parent)) for p, _ in files})
+    env = environment()
+
+    def box(ok: bool) -> str:
+        return "[x]" if ok else "[ ]"
+
+    n = len(files)
+    lines = ["# Reproducibility checklist (generated)", "",
+             f"Generated by `notebooks/Week10_Reproducibility.ipynb` from {n} result file(s) in "
+             f"{len(reports)} results folder(s){' (smoke runs included)' if include_smoke else ''}. "
+             "Every tick below is computed from the files, not typed in.", "",
+             "## Checks", "",
+             f"- {box(bool(reports) and n_pass == len(reports))} Every results folder passes "
+             f"`python -m medssl.course check results` ({n_pass}/{len(reports)}).",
+             f"- {box(n > 0 and seeds_ok == n)} Every result file records its seed and full configuration "
+             f"({seeds_ok}/{n}).",
+             f"- {box(bool(md5_seen) and md5_ok == len([1 for _, d in files if (d.get('data') or {}).get('md5')]))} "
+             f"Data files match medmnist's MD5 ({', '.join(sorted(f'{d}: {m[:8]}…' for d, m in md5_seen)) or 'none'}).",
+             f"- {box(readme_ok)} The top-level README explains how to run a week with one command "
+             "(`python -m medssl.course run ...`).",
+             f"- {box(len(torch_v) <= 1)} One torch version across results ({', '.join(sorted(torch_v)) or '?'}); "
+             f"devices used: {', '.join(sorted(devices)) or '?'}.",
+             "- [ ] Numbers are labelled as single runs or mean ± std over seeds in the write-up (check by hand).",
+             "", "## Compute used (sum of recorded wall times, seconds)", ""]
+    by_ds: dict[str, float] = {}
+    for (d, _w), t in sorted(walls.items()):
+        by_ds[d] = by_ds.get(d, 0.0) + t
+    lines.append(markdown_table([{"dataset": d, **{f"week {w}": walls.get((d, w)) for w in range(1, 9)},
+                                  "total": t} for d, t in by_ds.items()], digits=0) if by_ds else "_nothing yet_")
+    lines += ["", "A Colab GPU run of the key plots should fit in one hour; totals above are from the devices listed.",
+              "", "## How to reproduce every result", "", "```bash", "pip install -r requirements.txt",
+              "export MEDMNIST_ROOT=/path/to/medmnist   # optional: folder with the .npz files"]
+    for w, d, s in folders:
+        lines.append(f"python -m medssl.course run --week {w} --dataset {d} --student {s}")
+    lines += ["python -m medssl.course check results", "python -m medssl.course aggregate", "```", "",
+              "## What was run", "", markdown_table(rows, digits=1) if rows else "_nothing yet_", "",
+              "## This environment", "", markdown_table([{"item": k, "value": v} for k, v in env.items()]), ""]
+    return "\n".join(lines)
+
+
+# ================================================================== the task board
+def task_board_markdown() -> str:
+    """``reports/task_board_week5_7.md``: every extra task from the manifest with Owner 1 / Owner 2 columns."""
+    short = {"pneumoniamnist": "pneumo", "breastmnist": "breast"}
+    rows = M.task_board_rows()
+    lines = ["# Task board: extra tasks, Weeks 5-8", "",
+             "Everyone does the core of every week on their primary dataset (no sign-up needed). On top of that, "
+             "sign up for **1-2 extra tasks** below by writing your name in a free Owner column and opening an issue "
+             "titled `Week5 extra: <task_id> – <dataset> – <your_name>` that links your results folder.", "",
+             "- **Owner 1 (Lead)** produces the artifacts and the short write-up, and adds >= 1 reference summary "
+             "in `reports/references/<task_id>_<shortname>.md` (see `reports/references/TEMPLATE.md`).",
+             "- **Owner 2 (Reviewer/Runner)** re-runs or sanity-checks the results and reviews the interpretation "
+             "(3-5 lines in the reference file).",
+             "- If one team is much larger, its members take at least one task of the other dataset as helpers.",
+             "- Each task is a switchable section of its week's notebook: `EXTRA_TASKS = [\"P1\"]` (or run "
+             "`python -m medssl.course run --week 6 --dataset pneumoniamnist --student <you> -p EXTRA_TASKS "
+             "'[\"P1\"]'`). Its files land in `results/week<N>/<dataset>/<your_name>/` with the task id as prefix.",
+             ""]
+    for title, weeks in (("Weeks 5-7", (5, 6, 7)), ("Week 8 (team tasks: each dataset team completes all three)",
+                                                   (8,))):
+        lines += [f"## {title}", "", "| Task | Week | Dataset | Description | Deliverables | Owner 1 | Owner 2 |",
+                  "|------|------|---------|-------------|--------------|---------|---------|"]
+        for r in rows:
+            if r["week"] in weeks:
+                lines.append(f"| {r['task']} | {r['week']} | {short.get(r['dataset'], r['dataset'])} | {r['title']} | "
+                             f"{r['deliverables']} | | |")
+        lines.append("")
+    lines += ["_Generated from `medssl/manifest.py` (`python -c \"from medssl import course_helpers as ch; "
+              "print(ch.task_board_markdown())\"`); keep the task list in sync by regenerating, then fill in "
+              "names._", ""]
+    return "\n".join(lines)
 
 
 # ================================================================== run summaries
