@@ -10,6 +10,7 @@ import statistics
 import pandas as pd
 import pytest
 import torch
+
 from medssl.data import indices_filename, load_split
 from medssl.efficiency import (
     RAW_COLUMNS,

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 
-import medssl.train as train_mod
 import numpy as np
 import pytest
 import torch
+
+import medssl.train as train_mod
 from medssl.cli import run_cli
 from medssl.data import load_splits
 from medssl.errors import ConfigError, OutputExistsError, WeightsUnavailableError

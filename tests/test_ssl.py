@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import math
 
-import medssl.ssl as ssl_mod
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+
+import medssl.ssl as ssl_mod
 from medssl.augment import AugSpec, ssl_augmentation
 from medssl.cli import run_cli
 from medssl.data import TensorSplit, load_split

@@ -330,6 +330,7 @@ def run(cfg: DownstreamConfig, out: str | Path, overwrite: bool = False, do_fine
     feats = extract_features(probe_model, splits, cfg.eval_batch_size, device)
     feature_seconds = time.perf_counter() - t0
     results: dict[str, list[dict]] = {"probe": [], "finetune": [], "compare": []}
+    unavailable: dict[str, str] = {}
     for frac in cfg.fractions:
         tag = pct_tag(frac)
         res = linear_probe(feats, splits, spec, frac, cfg.seed, indices_dir, cfg.probe_c, cfg.probe_max_iter,
@@ -346,9 +347,12 @@ def run(cfg: DownstreamConfig, out: str | Path, overwrite: bool = False, do_fine
             inits.insert(0, "ssl")
         for init in inits:
             try:
+                if init in unavailable:           # tried once already: don't wait for a download again
+                    raise WeightsUnavailableError(unavailable[init])
                 r = finetune(init, splits, spec, cfg, frac, cfg.seed, device, indices_dir)
             except WeightsUnavailableError as exc:
-                rows.append(skipped(init, frac, cfg.seed, str(exc).split(". To use")[0]))
+                unavailable[init] = str(exc).split(". To use")[0]
+                rows.append(skipped(init, frac, cfg.seed, unavailable[init]))
                 print(f"[{init} {tag}%] skipped: {rows[-1]['reason']}")
                 continue
             r.update(dataset=spec.key, encoder=str(cfg.encoder), device=str(device), config=cfg.to_dict(),
