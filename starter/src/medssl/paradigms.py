@@ -98,6 +98,7 @@ REGIME_NAMES = {"scratch": "A: scratch (random init)", "imagenet": "B: ImageNet 
 SMOKE_MAX_TRAIN = 200     # training images used for supervised / probe fits in smoke mode
 SMOKE_MAX_EVAL = 200      # val/test images used by the survey in smoke mode
 SMOKE_SIZE = 28
+SMOKE_SSL_MAX_TRAIN = 1000  # the survey pretrains SSL encoders in smoke mode only on training splits this small
 
 
 # ================================================================== helpers
@@ -687,6 +688,7 @@ class SurveyConfig:
     datasets: list[str]
     backbone: str = "resnet18"
     size: int = 28
+    stem: str = "auto"
     encoders: dict[str, str] = field(default_factory=dict)   # dataset -> ssl_encoder.pt
     ssl_epochs: int = 0                # > 0: SimCLR-pretrain an encoder for datasets without one
     ssl_batch_size: int = 256
@@ -724,7 +726,8 @@ class SurveyConfig:
         if not self.smoke:
             return self
         return replace(self, size=SMOKE_SIZE, ssl_epochs=min(self.ssl_epochs, 1), max_points=min(self.max_points, 150),
-                       max_train=min(self.max_train or SMOKE_MAX_TRAIN, SMOKE_MAX_TRAIN))
+                       max_train=min(self.max_train or SMOKE_MAX_TRAIN, SMOKE_MAX_TRAIN),
+                       stem="imagenet" if self.backbone != "smallcnn" else "auto")
 
 
 SURVEY_COLUMNS = ("dataset", "encoder", "status", "probe_acc", "probe_auroc", "probe_f1_macro", "probe_ece",
@@ -744,7 +747,7 @@ def _survey_encoders(spec, cfg: SurveyConfig, encoder: str | None) -> tuple[dict
     else:
         skipped["SSL"] = "no SSL encoder given (pass one, or ssl_epochs > 0)"
     arch = read_encoder(encoder)["arch"] if encoder else cfg.backbone
-    stem = (read_encoder(encoder)["stem"] if encoder else "auto")
+    stem = read_encoder(encoder)["stem"] if encoder else cfg.stem
     stem = "auto" if stem == "n/a" else stem
     if not cfg.imagenet:
         skipped["ImageNet"] = "ImageNet encoder not requested"
@@ -768,7 +771,7 @@ def survey_markdown(record: dict) -> str:
              f"{c['label_frac']:.0%} of the training labels"
              + (f", at most {c['max_train']} images" if c.get("max_train") else "") + ")", ""]
     for d in record["datasets"]:
-        lines += _notice(d["dataset"], c["smoke"], d.get("fallback"))
+        lines += [n for n in _notice(d["dataset"], c["smoke"], d.get("fallback")) if n not in lines]
     lines += ["", _md_table(record["rows"], SURVEY_COLUMNS), "",
               "probe_* = test metrics of a standardised logistic regression on frozen encoder features (C picked on "
               "validation AUROC); knn_bal_acc = 5-fold 5-NN balanced accuracy on the test features drawn in "
@@ -802,12 +805,19 @@ def run_survey(cfg: SurveyConfig, out: str | os.PathLike, overwrite: bool = Fals
         d_out = out / key
         d_out.mkdir(parents=True, exist_ok=True)
         encoder = run_cfg.encoders.get(requested) or run_cfg.encoders.get(key)
-        if encoder is None and run_cfg.ssl_epochs > 0:
+        ssl_skip = None
+        if encoder is None and run_cfg.ssl_epochs > 0 and cfg.smoke:
+            n_train = len(load_split(key, "train", size=run_cfg.size, root=cfg.root))
+            if n_train > SMOKE_SSL_MAX_TRAIN:
+                ssl_skip = (f"smoke mode pretrains SSL encoders only on training splits of <= {SMOKE_SSL_MAX_TRAIN} "
+                            f"images ({key} has {n_train})")
+        if encoder is None and run_cfg.ssl_epochs > 0 and ssl_skip is None:
             from .pretrain import SSLConfig
             from .pretrain import run as pretrain_run
 
             log(f"[survey {key}] SimCLR pretraining, {run_cfg.ssl_epochs} epoch(s) ...")
-            pretrain_run(SSLConfig(dataset=key, method="simclr", backbone=run_cfg.backbone, epochs=run_cfg.ssl_epochs,
+            pretrain_run(SSLConfig(dataset=key, method="simclr", backbone=run_cfg.backbone, stem=run_cfg.stem,
+                                   epochs=run_cfg.ssl_epochs,
                                    batch_size=run_cfg.ssl_batch_size, seed=run_cfg.seed, size=run_cfg.size,
                                    device=cfg.device, root=cfg.root, progress=cfg.progress), d_out / "ssl", overwrite)
             encoder = str(d_out / "ssl" / "ssl_encoder.pt")
@@ -821,6 +831,8 @@ def run_survey(cfg: SurveyConfig, out: str | os.PathLike, overwrite: bool = Fals
         if len(pts) > run_cfg.max_points:
             pts = np.sort(np.random.default_rng(run_cfg.seed).choice(pts, run_cfg.max_points, replace=False))
         models, skipped = _survey_encoders(spec, run_cfg, encoder)
+        if ssl_skip:
+            skipped["SSL"] = ssl_skip
         points, scores = {}, {}
         for name, model in models.items():
             log(f"[survey {key}] {name} encoder: features, probe, {', '.join(run_cfg.methods)} ...")
@@ -925,6 +937,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_common_args(s2)
     s2.add_argument("--also", nargs="*", default=[], help="more dataset keys to survey in the same call")
     s2.add_argument("--backbone", default="resnet18", choices=MODELS)
+    s2.add_argument("--stem", default="auto", choices=("auto", "small", "imagenet"))
     s2.add_argument("--encoder", nargs="*", default=[], metavar="DATASET=PATH",
                     help="SSL encoders per dataset, e.g. bloodmnist=runs/ssl/ssl_encoder.pt")
     s2.add_argument("--ssl-epochs", type=int, default=0, help="SimCLR-pretrain datasets without --encoder")
@@ -966,7 +979,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                       cosine_frac=a.cosine_frac, select=a.select, tta=a.tta, seeds=seeds,
                                       label_frac=a.label_frac, **common), a.out, a.overwrite)
     else:
-        rec = run_survey(SurveyConfig(datasets=[a.dataset, *a.also], backbone=a.backbone, size=a.size,
+        rec = run_survey(SurveyConfig(datasets=[a.dataset, *a.also], backbone=a.backbone, size=a.size, stem=a.stem,
                                       encoders=_encoders_arg(a.encoder), ssl_epochs=a.ssl_epochs,
                                       label_frac=a.label_frac, methods=list(a.methods), max_points=a.max_points,
                                       max_train=a.max_train, imagenet=not a.no_imagenet, weights=a.weights, **common),
