@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import __version__
+from . import __version__, accel
 from .augment import ssl_augmentation
 from .cli import add_common_args, run_cli
 from .data import SplitData, TensorSplit, ensure_file, file_md5, load_split
@@ -162,9 +162,12 @@ def ssl_loss_curve(history: Sequence[dict], chance: float | None = None, title: 
 
 
 def _optimizer(params, cfg: SSLConfig) -> torch.optim.Optimizer:
+    params = list(params)
+    fused = accel.fused_ok(params)
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay, nesterov=True)
-    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay, nesterov=True,
+                               fused=fused)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
 
 
 def run(cfg: SSLConfig, out: str | Path, overwrite: bool = False) -> dict:
@@ -184,6 +187,7 @@ def run(cfg: SSLConfig, out: str | Path, overwrite: bool = False) -> dict:
     model = build_ssl_model(cfg.method, classifier.encoder, classifier.feature_dim, proj_dim=cfg.proj_dim,
                             hidden_dim=cfg.hidden_dim, tau=cfg.tau, queue_size=queue_size or 1,
                             momentum=cfg.momentum).to(device)
+    accel.channels_last(model)
     optimizer = _optimizer([p for p in model.parameters() if p.requires_grad], cfg)
     if cfg.loader == "tensor":
         tsplit = TensorSplit(train, device)
@@ -250,7 +254,8 @@ def run(cfg: SSLConfig, out: str | Path, overwrite: bool = False) -> dict:
         bar = tqdm(batches, total=steps_per_epoch, desc=f"{cfg.method} epoch {epoch}/{cfg.epochs}", leave=False,
                    disable=not cfg.progress, dynamic_ncols=True)
         for step, (v1, v2) in enumerate(bar, start=1):
-            v1, v2 = v1.to(device, non_blocking=True), v2.to(device, non_blocking=True)
+            v1 = accel.channels_last(v1.to(device, non_blocking=True))
+            v2 = accel.channels_last(v2.to(device, non_blocking=True))
             with _autocast(device):
                 loss = model(v1, v2)
             if not torch.isfinite(loss):

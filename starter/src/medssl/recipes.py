@@ -32,6 +32,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import accel
 from .data import to_float
 from .errors import ConfigError
 
@@ -221,10 +222,7 @@ def tta_transforms(preset: str = "standard", modality: str | None = None, size: 
     return out
 
 
-def _autocast(device: torch.device):
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return torch.autocast("cpu", enabled=False)
+_autocast = accel.autocast
 
 
 @torch.no_grad()
@@ -246,9 +244,9 @@ def predict_tta(model: nn.Module, images: torch.Tensor | np.ndarray, transforms:
     per_t: list[list[torch.Tensor]] = [[] for _ in transforms]
     for start in range(0, len(x_all), batch_size):
         x = to_float(x_all[start:start + batch_size].to(device))
-        for i, t in enumerate(transforms):
+        for i, t in enumerate(transforms):  # each view in channels_last on CUDA (a no-op on CPU)
             with _autocast(device):
-                logits = model(t(x))
+                logits = model(accel.channels_last(t(x)))
             per_t[i].append(torch.softmax(logits.float(), dim=1).double().cpu())
     model.train(was_training)
     if len(x_all) == 0:

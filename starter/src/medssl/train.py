@@ -33,7 +33,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from . import __version__
+from . import __version__, accel
 from .augment import AugSpec, BatchAugment, supervised_augmentation
 from .calibration import softmax
 from .cli import add_common_args, run_cli
@@ -108,6 +108,7 @@ class TrainConfig:
     n_bins: int = 15
     eval_batch_size: int = 512
     progress: bool = True
+    compile: bool = False              # torch.compile the model for training (CUDA; slow first epoch)
     # recipe options (defaults keep the plain behaviour)
     select: str = "auroc"              # validation metric that picks best.pt: auroc | f1_macro | acc
     mixup: float = 0.0                 # MixUp Beta(alpha, alpha); 0 = off
@@ -179,10 +180,7 @@ def train_batches(data: SplitData, cfg_batch_size: int, device: torch.device, au
     return gen_dl(), len(dl)
 
 
-def _autocast(device: torch.device):
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return torch.autocast("cpu", enabled=False)
+_autocast = accel.autocast  # kept under its old name for modules that import it
 
 
 def train_one_epoch(model: nn.Module, batches, n_batches: int, optimizer: torch.optim.Optimizer,
@@ -199,6 +197,7 @@ def train_one_epoch(model: nn.Module, batches, n_batches: int, optimizer: torch.
     for x, y in bar:
         if mixup is not None:
             x, soft = mixup(x, y)
+        x = accel.channels_last(x)
         with _autocast(x.device):
             loss = F.cross_entropy(model(x), y) if mixup is None else soft_cross_entropy(model(x), soft)
         if not torch.isfinite(loss):
@@ -224,7 +223,7 @@ def predict_logits(model: nn.Module, images: torch.Tensor | np.ndarray, batch_si
     x_all = torch.as_tensor(images)
     outs = []
     for start in range(0, len(x_all), batch_size):
-        x = to_float(x_all[start:start + batch_size].to(device))
+        x = accel.channels_last(to_float(x_all[start:start + batch_size].to(device)))
         with _autocast(device):
             out = model.features(x) if features else model(x)
         outs.append(out.float().cpu())
@@ -250,9 +249,10 @@ def build_optimizer(model: Classifier, lr: float, weight_decay: float, encoder_l
     if enc:
         groups.append({"params": enc, "lr": encoder_lr if encoder_lr is not None else lr, "name": "encoder"})
     groups.append({"params": head, "lr": lr, "name": "head"})
+    fused = accel.fused_ok(enc + head)
     if kind == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=0.9, weight_decay=weight_decay, nesterov=True)
-    return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
+        return torch.optim.SGD(groups, lr=lr, momentum=0.9, weight_decay=weight_decay, nesterov=True, fused=fused)
+    return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay, fused=fused)
 
 
 def cosine_schedule(optimizer: torch.optim.Optimizer, total_steps: int):
@@ -292,6 +292,7 @@ def fit(model: Classifier, train: SplitData, val: SplitData, spec: DatasetSpec, 
         scheduler = CosineThenPlateau(optimizer, steps // cfg.epochs, cfg.epochs, cfg.cosine_frac,
                                       cfg.plateau_factor, cfg.plateau_patience)
     mixup = MixUp(cfg.mixup, spec.n_classes, seed=cfg.seed + 3) if cfg.mixup > 0 else None
+    step_model = accel.maybe_compile(model, cfg.compile)
     history: list[dict] = []
     best_score, best_epoch, best_state = -math.inf, 0, copy.deepcopy(model.state_dict())
     for epoch in range(1, cfg.epochs + 1):
@@ -299,7 +300,7 @@ def fit(model: Classifier, train: SplitData, val: SplitData, spec: DatasetSpec, 
         batches, n_batches = train_batches(train, cfg.batch_size, device, aug, cfg.loader, shuffle_gen, aug_gen, tsplit)
         lr_used = optimizer.param_groups[-1]["lr"]
         phase = scheduler.phase if isinstance(scheduler, CosineThenPlateau) else None
-        train_loss = train_one_epoch(model, batches, n_batches, optimizer, scheduler, device,
+        train_loss = train_one_epoch(step_model, batches, n_batches, optimizer, scheduler, device,
                                      desc=f"epoch {epoch}/{cfg.epochs}", progress=cfg.progress, mixup=mixup)
         vm, _ = evaluate(model, val, spec, cfg.eval_batch_size, cfg.n_bins, device)
         if isinstance(scheduler, CosineThenPlateau):
@@ -370,7 +371,7 @@ def run(cfg: TrainConfig, out: str | Path, overwrite: bool = False) -> dict:
     model.meta["finetune"] = cfg.finetune
     if cfg.as_rgb:
         model.meta["as_rgb"] = True
-    model.to(device)
+    accel.channels_last(model.to(device))
 
     def save_best(m: Classifier, epoch: int, vm: dict) -> None:
         save_torch({"format": CHECKPOINT_FORMAT, "model_state": m.state_dict(), "meta": m.meta,
@@ -468,6 +469,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--as-rgb", action="store_true", help="repeat grey images to 3 channels")
     p.add_argument("--require-pretrained", action="store_true",
                    help="fail instead of falling back to random init when ImageNet weights are unavailable")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA; first epoch is slower)")
     p.add_argument("--loader", default="tensor", choices=("tensor", "dataset"),
                    help="tensor = whole split on the device, batched augmentation; dataset = readable per-image path")
     return p
