@@ -108,3 +108,20 @@ def test_bad_input_is_one_clear_line(tmp_path, capsys, extra, message):
     assert run_cli(ARGS + ["--root", str(tmp_path), "--out", str(tmp_path / "x")] + extra) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and "Traceback" not in err
+
+
+def test_load_run_feeds_images_the_way_the_model_was_trained(trained, tmp_path):
+    """A model trained on grey-as-RGB input gets 3-channel splits back, also in decisions."""
+    from medssl.decisions import load_predictions
+    from medssl.train import load_run, predict_logits
+
+    root, _ = trained
+    out = tmp_path / "rgb"
+    assert run_cli(ARGS + ["--root", str(root), "--out", str(out), "--epochs", "1", "--as-rgb"]) == 0
+    r = load_run(out)
+    assert r.dataset == "synthetic" and r.model.meta["in_channels"] == 3
+    assert r.splits["val"].images.shape[1:] == (3, 28, 28)
+    saved = np.load(out / "predictions.npz")
+    assert np.allclose(predict_logits(r.model, r.splits["test"].images), saved["test_logits"], atol=1e-5)
+    preds = load_predictions(out / "best.pt")
+    assert np.allclose(preds.test_logits, saved["test_logits"], atol=1e-5)

@@ -113,19 +113,13 @@ def load_predictions(source: str | os.PathLike, dataset: str | None = None, root
 
 
 def _predictions_from_checkpoint(path: Path, dataset: str | None, root: str | None, device: str) -> Predictions:
-    from .data import load_split
-    from .train import load_classifier, predict_logits
+    from .train import load_run, predict_logits
 
-    model, ckpt = load_classifier(path, device)
-    cfg = ckpt.get("config", {}) or {}
-    dataset = dataset or ckpt.get("dataset") or cfg.get("dataset")
-    if not dataset:
-        raise ConfigError(f"checkpoint {path} does not say its dataset; pass dataset='...'.")
-    size = int(model.meta.get("input_size", cfg.get("size", 28)))
-    root = root or cfg.get("root")
-    val, test = (load_split(dataset, s, size=size, root=root) for s in ("val", "test"))
-    return Predictions(predict_logits(model, val.images), val.labels, predict_logits(model, test.images), test.labels,
-                       dataset=dataset, size=size, root=root, source=str(path), meta={"config": cfg})
+    r = load_run(path, dataset, root, device)
+    val, test = r.splits["val"], r.splits["test"]
+    return Predictions(predict_logits(r.model, val.images), val.labels, predict_logits(r.model, test.images),
+                       test.labels, dataset=r.dataset, size=r.size, root=r.root, source=str(path),
+                       meta={"config": r.checkpoint.get("config", {}) or {}})
 
 
 # ------------------------------------------------------------- binary scores

@@ -478,20 +478,10 @@ def evaluate_shifts(model, test, val=None, spec: DatasetSpec | str | None = None
 def evaluate_run_shifts(run: str | os.PathLike, out_dir: str | os.PathLike | None, dataset: str | None = None,
                         root: str | None = None, device: str = "cpu", **kw) -> dict:
     """:func:`evaluate_shifts` for a training run folder (or its ``best.pt``): loads the model and the splits."""
-    from .data import load_split
-    from .train import load_classifier
+    from .train import load_run
 
-    p = Path(run)
-    ckpt_path = p / "best.pt" if p.is_dir() else p
-    model, ckpt = load_classifier(ckpt_path, device)
-    cfg = ckpt.get("config", {}) or {}
-    dataset = dataset or ckpt.get("dataset") or cfg.get("dataset")
-    if not dataset:
-        raise ConfigError(f"{ckpt_path} does not say its dataset; pass dataset='...'.")
-    size = int(model.meta.get("input_size", cfg.get("size", 28)))
-    root = root or cfg.get("root")
-    test, val = (load_split(dataset, s, size=size, root=root) for s in ("test", "val"))
-    return evaluate_shifts(model, test, val, get_spec(dataset), out_dir, **kw)
+    r = load_run(run, dataset, root, device)
+    return evaluate_shifts(r.model, r.splits["test"], r.splits["val"], get_spec(r.dataset), out_dir, **kw)
 
 
 # ------------------------------------------------------------------ CLI

@@ -45,6 +45,7 @@ from .data import (
     file_md5,
     fraction_indices,
     indices_filename,
+    load_split,
     load_splits,
     to_float,
 )
@@ -341,6 +342,39 @@ def load_classifier(path: str | Path, device: str | torch.device = "cpu") -> tup
     model.load_state_dict(ckpt["model_state"])
     model.meta.update(meta)
     return model.to(device).eval(), ckpt
+
+
+@dataclass
+class LoadedRun:
+    """A trained model with the splits it should be evaluated on (same size, root and channels)."""
+
+    model: Classifier
+    checkpoint: dict
+    dataset: str
+    size: int
+    root: str | None
+    splits: dict[str, SplitData]
+
+
+def load_run(run: str | Path, dataset: str | None = None, root: str | None = None, device: str | torch.device = "cpu",
+             splits: Sequence[str] = ("val", "test")) -> LoadedRun:
+    """Load ``best.pt`` from a run folder (or a checkpoint path) and the data splits that match it.
+
+    The dataset, image size, data root and grey-as-RGB setting come from the
+    checkpoint, so a model is always fed images the way it was trained.
+    """
+    p = Path(run)
+    ckpt_path = p / "best.pt" if p.is_dir() else p
+    model, ckpt = load_classifier(ckpt_path, device)
+    cfg = ckpt.get("config", {}) or {}
+    dataset = dataset or ckpt.get("dataset") or cfg.get("dataset")
+    if not dataset:
+        raise ConfigError(f"checkpoint {ckpt_path} does not say its dataset; pass dataset='...'.")
+    size = int(model.meta.get("input_size", cfg.get("size", 28)))
+    root = root or cfg.get("root")
+    as_rgb = bool(model.meta.get("as_rgb", cfg.get("as_rgb", False)))
+    data = {s: load_split(dataset, s, size=size, root=root, as_rgb=as_rgb) for s in splits}
+    return LoadedRun(model, ckpt, dataset, size, root, data)
 
 
 # ------------------------------------------------------------------------ job
