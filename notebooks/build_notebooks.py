@@ -89,7 +89,7 @@ def params_cell(extra: str, model: str, epochs_note: str, fracs: str = "None  # 
         SEED = 42
         LABEL_FRACS = {fracs}
         RESULTS_ROOT = None          # None: results/ in the repository (a temporary folder in smoke mode)
-        SMOKE = None                 # None: on when MEDSSL_SMOKE=1 or CI=true (1 epoch on a few hundred images)
+        SMOKE = None                 # None: on when the environment has MEDSSL_SMOKE 1 or CI true (tiny, fast runs)
         OVERWRITE = None             # None: False (True in smoke mode); True replaces this week's files
         ''').strip()
     extra = textwrap.dedent(extra).strip()

@@ -376,7 +376,7 @@ class WeekRun:
         return load_splits(self.dataset, size=size)
 
     def smoke_fraction(self, n_train: int, frac: float = 1.0) -> float:
-        """In smoke mode, shrink a label fraction so that at most SMOKE_TRAIN_IMAGES images are used."""
+        """In smoke mode, the fraction of ``n_train`` images that keeps at most SMOKE_TRAIN_IMAGES of them."""
         if not self.smoke:
             return frac
         return min(frac, max(SMOKE_TRAIN_IMAGES / max(n_train, 1), 1e-3))
@@ -387,10 +387,9 @@ class WeekRun:
         model = overrides.get("model", self.model or "smallcnn")
         kw = dict(dataset=self.dataset, model=model, epochs=self.epochs, batch_size=self.batch_size,
                   seed=self.seed, stem="auto" if model == "smallcnn" else self.stem, progress=not self.smoke)
+        if self.smoke and "label_frac" not in overrides:  # an explicit label fraction is the experiment: kept
+            kw["label_frac"] = self.smoke_fraction(self.spec.n_samples["train"])
         kw.update(overrides)
-        if self.smoke:
-            n_train = self.spec.n_samples["train"]
-            kw["label_frac"] = self.smoke_fraction(n_train, kw.get("label_frac", 1.0))
         return TrainConfig(**kw)
 
     def train(self, name: str, **overrides) -> dict:
