@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import requires_real
+from datahelpers import requires_real
 
 from medssl import data as D
 from medssl.errors import (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import requires_real
+from datahelpers import requires_real
 from medmnist.evaluator import getACC, getAUC
 from sklearn.metrics import f1_score, roc_auc_score
 
