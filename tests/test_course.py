@@ -221,6 +221,8 @@ def test_run_refuses_to_overwrite_a_submission(tmp_path):
         course.run_week(2, None, "alice", tmp_path / "results")
     with pytest.raises(ConfigError, match="simple name"):
         course.run_week(2, "breastmnist", "al ice", tmp_path / "results")
+    with pytest.raises(ConfigError, match="has no parameter EPOCH"):
+        course.run_week(2, "breastmnist", "alice", tmp_path / "results", params={"EPOCH": 3})
 
 
 def test_batch_runs_in_dependency_order_and_skips_dependents(monkeypatch, tmp_path):

@@ -418,6 +418,16 @@ class RunOutcome:
         return f"{self.status}{where}: {self.error}"
 
 
+def notebook_parameters(path: str | os.PathLike) -> set[str]:
+    """Names assigned in a notebook's cell tagged ``parameters``."""
+    nb = json.loads(Path(path).read_text())
+    for cell in nb.get("cells", []):
+        if "parameters" in cell.get("metadata", {}).get("tags", []):
+            src = "".join(cell.get("source", []))
+            return set(re.findall(r"^([A-Z][A-Z0-9_]*)\s*=", src, re.M))
+    return set()
+
+
 def parse_param(value: str):
     """``-p`` values: Python literals (``3``, ``0.1``, ``[0.05, 0.1]``, ``True``, ``None``), else the string."""
     try:
@@ -447,6 +457,10 @@ def run_week(week: int, dataset: str | None, student: str, results_root: str | o
     if not student or not re.fullmatch(r"[A-Za-z0-9_.-]+", student):
         raise ConfigError(f"--student must be a simple name (letters, digits, _ . -), got {student!r}.")
     nb = notebook_path(week, notebooks_dir)
+    unknown = sorted(set(params or {}) - notebook_parameters(nb))
+    if unknown:
+        raise ConfigError(f"{nb.name} has no parameter {', '.join(unknown)}; its parameters are "
+                          f"{', '.join(sorted(notebook_parameters(nb)))}.")
     results_root = Path(results_root).resolve()
     out_dir = M.results_dir(results_root, week, dataset, student)
     existing = _has_submission(out_dir, week) if not group else [
@@ -539,6 +553,7 @@ def batch(weeks: Sequence[int], datasets: Sequence[str], student: str, results_r
             jobs.extend((w, d) for d in datasets)
     outcomes: list[RunOutcome] = []
     failed: set[tuple[int, str | None]] = set()
+    declared = {w: notebook_parameters(notebook_path(w, notebooks_dir)) for w in sorted(set(weeks))}
     bar = tqdm(jobs, desc="course", unit="notebook", disable=not progress, dynamic_ncols=True)
     for w, d in bar:
         bar.set_postfix_str(f"week {w} {d or 'group'}")
@@ -548,8 +563,10 @@ def batch(weeks: Sequence[int], datasets: Sequence[str], student: str, results_r
                                        error=f"needs Week {blockers[0]}, which failed"))
             failed.add((w, d))
             continue
+        # a batch-wide -p applies to the weeks whose notebook declares that parameter
+        week_params = {k: v for k, v in (params or {}).items() if k in declared[w]}
         try:
-            oc = run_week(w, d, student, results_root, smoke, params, overwrite, notebooks_dir, kernel,
+            oc = run_week(w, d, student, results_root, smoke, week_params, overwrite, notebooks_dir, kernel,
                           raise_on_error=False)
         except MedSSLError as exc:
             oc = RunOutcome(w, d, student, status="failed", error=str(exc).splitlines()[0])
@@ -868,8 +885,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"Week {args.week} done in {oc.seconds:.0f}s -> {oc.out_dir} (executed notebook: {oc.notebook.name})")
         return 0
     if args.cmd == "batch":
+        params = _params(args.param)
+        known = set().union(*(notebook_parameters(notebook_path(w, args.notebooks)) for w in parse_weeks(args.weeks)))
+        unknown = sorted(set(params) - known)
+        if unknown:
+            raise ConfigError(f"-p {', '.join(unknown)}: no notebook of these weeks has such a parameter "
+                              f"(known: {', '.join(sorted(known))}).")
         outcomes = batch(parse_weeks(args.weeks), args.datasets, args.student, args.results_root, args.smoke,
-                         _params(args.param), args.overwrite, args.notebooks, args.kernel,
+                         params, args.overwrite, args.notebooks, args.kernel,
                          progress=not args.no_progress)
         table = summary_table(outcomes)
         print(table)

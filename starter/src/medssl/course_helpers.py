@@ -279,10 +279,14 @@ class WeekRun:
     @property
     def settings(self) -> dict:
         """Every parameter of this run (written next to the results)."""
-        return {"week": self.week, "dataset": self.dataset, "student": self.student, "model": self.model,
-                "epochs": self.epochs, "batch_size": self.batch_size, "seed": self.seed,
-                "label_fracs": self.label_fracs, "smoke": self.smoke, "stem": self.stem,
-                "tasks": [t.id for t in self.tasks], **self.extra}
+        out = {"week": self.week, "dataset": self.dataset, "student": self.student, "model": self.model,
+               "epochs": self.epochs, "batch_size": self.batch_size, "seed": self.seed, "smoke": self.smoke,
+               "stem": self.stem}
+        if self.week in (5, 6):
+            out["label_fracs"] = self.label_fracs
+        if self.tasks:
+            out["tasks"] = [t.id for t in self.tasks]
+        return {**out, **self.extra}
 
     def describe(self) -> str:
         """Stable text for the notebook: what this week writes and where (paths relative to the course root)."""
