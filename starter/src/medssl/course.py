@@ -404,7 +404,8 @@ class RunOutcome:
     dataset: str | None
     student: str
     status: str = "ok"            # ok | failed | skipped
-    error: str = ""
+    error: str = ""               # one line, for the summary table
+    detail: str = ""              # the whole error message
     cell: int | None = None
     seconds: float = 0.0
     out_dir: Path | None = None
@@ -490,7 +491,9 @@ def run_week(week: int, dataset: str | None, student: str, results_root: str | o
     except pm.PapermillExecutionError as exc:
         outcome.status = "failed"
         outcome.cell = exc.exec_count
-        outcome.error = f"{exc.ename}: {str(exc.evalue).strip().splitlines()[0] if exc.evalue else ''}"[:300]
+        evalue = str(exc.evalue or "").strip()
+        outcome.detail = f"{exc.ename}: {evalue}"
+        outcome.error = f"{exc.ename}: {evalue.splitlines()[0] if evalue else ''}"[:300]
     except Exception as exc:  # kernel died, notebook unreadable, ...
         if isinstance(exc, KeyboardInterrupt):
             raise
@@ -511,7 +514,8 @@ def run_week(week: int, dataset: str | None, student: str, results_root: str | o
             first = outcome.check.of(*FAILING)[0]
             outcome.error = f"check: {first.level} {first.file}" + (f" ({first.message})" if first.message else "")
     if outcome.status != "ok" and raise_on_error:
-        raise MedSSLError(f"Week {week} {dataset or ''} failed after {outcome.seconds:.0f}s: {outcome.error}\n"
+        raise MedSSLError(f"Week {week} {dataset or ''} failed after {outcome.seconds:.0f}s: "
+                          f"{outcome.detail or outcome.error}\n"
                           f"  executed notebook (with the error): {executed}")
     return outcome
 
@@ -840,7 +844,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--kernel", default=None, help="Jupyter kernel name (default: the notebook's)")
 
     r = sub.add_parser("run", help="execute one week's notebook with papermill")
-    r.add_argument("--week", type=int, required=True)
+    r.add_argument("--week", type=int, required=True, help="1-10")
     r.add_argument("--dataset", default=None, help="breastmnist or pneumoniamnist (not needed for Weeks 9-10)")
     r.add_argument("--log-output", action="store_true", help="stream the notebook's output to the terminal")
     common_run(r)
