@@ -400,3 +400,13 @@ def test_generated_writeup_and_checklist(tmp_path):
     assert "- [ ] The top-level README" in check  # tmp_path has no README
     draft = ch.draft_skeleton("| t |", None, {"figures/fig_baselines.png": "Baselines"}, {"breastmnist": 1})
     assert "![Baselines](../../figures/fig_baselines.png)" in draft and draft.count(M.STUDENT_MARK) >= 5
+
+
+def test_run_facts_are_machine_independent_and_flag_bad_metrics():
+    good = _metrics() | {"n_train_labels": 200, "n_trainable": 1026, "n_parameters": 11171266}
+    bad = _metrics() | {"auroc": float("nan")}
+    text = ch.run_facts({"head": good, "broken": bad})
+    assert "head: test n=60 per class" in text and "200 training images" in text
+    assert "trainable parameters 1,026 of 11,171,266, metrics valid: True" in text
+    assert "broken:" in text and "metrics valid: False (bad: auroc)" in text
+    assert f"{good['auroc']:.2f}" not in text  # no metric values: they differ in the last digits between CPUs

@@ -70,12 +70,10 @@ def cells(md, code, params_cell, start_cell):
             "resnet18_head": wk.train("resnet18_head", model="resnet18", finetune="head", pretrained=True),
         }
         for name, res in results.items():
-            print(f"{name:>14}: init={res['model']['init']}, trainable parameters {res['n_trainable']:,} "
-                  f"of {res['n_parameters']:,}")
+            print(f"{name:>14}: init={res['model']['init']}")
         """),
         code("""
-        for name, res in results.items():
-            print(f"{name:>14}: acc ~ {res['acc']:.1f}  AUROC ~ {res['auroc']:.1f}  ECE ~ {res['ece']:.1f}")
+        print(ch.run_facts(results))
         """, check=True),
         code("""
         from medssl.plots import confusion_matrix_figure

@@ -74,8 +74,7 @@ def cells(md, code, params_cell, start_cell):
         results = {name: wk.train(name, model=MODEL_NAME, pretrained=PRETRAINED, **kw) for name, kw in variants.items()}
         """),
         code("""
-        for name, res in results.items():
-            print(f"{name:>20}: acc ~ {res['acc']:.1f}  AUROC ~ {res['auroc']:.1f}  ECE ~ {res['ece']:.1f}")
+        print(ch.run_facts(results))
         """, check=True),
         code("""
         for name, res in results.items():

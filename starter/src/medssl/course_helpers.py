@@ -149,6 +149,29 @@ def markdown_table(rows: Sequence[Mapping], columns: Sequence[str] | None = None
     return "\n".join(out)
 
 
+def run_facts(results: Mapping[str, Mapping]) -> str:
+    """Facts about training runs that are identical on every machine (for nbval-checked cells).
+
+    Exact metrics of a 1-epoch smoke run differ in the last digits between
+    CPUs, so the notebooks' regression checks print these instead; the metric
+    values themselves are compared with a tolerance by the course smoke test.
+    """
+    from .course import check_value
+
+    lines = []
+    for name, r in results.items():
+        bad = [rule.key for rule in M.METRIC_RULES if rule.key in r and check_value(rule, r[rule.key])]
+        n = r.get("n_per_class") or []
+        line = f"{name}: test n={sum(n)} per class {n}"
+        if "n_train_labels" in r:
+            line += f", {r['n_train_labels']} training images"
+        if "n_trainable" in r:
+            line += f", trainable parameters {r['n_trainable']:,} of {r['n_parameters']:,}"
+        line += f", metrics valid: {not bad}" + (f" (bad: {', '.join(bad)})" if bad else "")
+        lines.append(line)
+    return "\n".join(lines)
+
+
 def metrics_rows(results: Mapping[str, Mapping], keys: Sequence[str] = SUMMARY_KEYS, name: str = "model") -> list[dict]:
     """``{variant: metrics}`` -> table rows with the headline metrics."""
     return [{name: k, **{m: r.get(m) for m in keys}} for k, r in results.items()]
