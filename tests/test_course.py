@@ -266,6 +266,16 @@ def test_aggregate_class_tables(tmp_path):
     md = Path(paths["summary_md"]).read_text()
     assert "breastmnist auroc" in md and "pneumoniamnist auroc" in md and "smoke and synthetic runs excluded" in md
     assert course.aggregate(results, include_smoke=True)["n_rows"] == 8
+    # label efficiency: the core CSV and the B1 grid of every student's Week 5 folder
+    for student, auc in (("alice", 0.7), ("bob", 0.8)):
+        f = make_folder(results / "week5" / "breastmnist" / student, 5, tasks=("B1",))
+        (f / "probe_vs_supervised.csv").write_text(f"method,fraction,acc,auroc,ece\nprobe,0.1,0.8,{auc},0.1\n")
+    le = course.collect_label_efficiency(results)
+    assert sorted((r["student"], r["method"], r["auroc"]) for r in le) == [
+        ("alice", "0.5 (B1 seed mean)", 0.5), ("alice", "probe", 0.7), ("bob", "0.5 (B1 seed mean)", 0.5),
+        ("bob", "probe", 0.8)]
+    md = Path(course.aggregate(results)["paths"]["summary_md"]).read_text()
+    assert "| breastmnist | probe | 10% | 0.750 ± 0.071 | 2 |" in md
 
 
 # ------------------------------------------------------------------ notebook helpers

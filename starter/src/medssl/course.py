@@ -653,24 +653,43 @@ def collect_metrics(results_root: str | os.PathLike, include_smoke: bool = False
     return rows
 
 
+def _folder_is_smoke(folder: Path) -> bool:
+    """True when any JSON in ``folder`` says it came from a smoke run or synthetic data."""
+    for path in folder.glob("*.json"):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and ((data.get("course") or {}).get("smoke")
+                                       or (data.get("data") or {}).get("synthetic")):
+            return True
+    return False
+
+
 def collect_label_efficiency(results_root: str | os.PathLike, include_smoke: bool = False) -> list[dict]:
-    """Week 5 ``probe_vs_supervised.csv`` rows of every student (method, fraction, metrics)."""
+    """Label-efficiency rows of every student's Week 5 folder (method, fraction, metrics).
+
+    From ``probe_vs_supervised.csv`` (core: probe vs supervised at 5% / 10%) and,
+    when the student ran task B1, ``B1_label_grid.csv`` (the probe's mean over seeds).
+    """
     import pandas as pd
 
     rows = []
     for folder in find_submissions(results_root):
         week, dataset, student = parse_location(folder)
-        path = folder / "probe_vs_supervised.csv"
-        if week != 5 or not path.is_file():
+        if week != 5 or (not include_smoke and _folder_is_smoke(folder)):
             continue
+        core_csv, grid_csv = folder / "probe_vs_supervised.csv", folder / "B1_label_grid.csv"
         try:
-            df = pd.read_csv(path)
-        except Exception:
+            if core_csv.is_file():
+                for r in pd.read_csv(core_csv).to_dict("records"):
+                    rows.append({"dataset": dataset, "student": student, **r})
+            if grid_csv.is_file():
+                for r in pd.read_csv(grid_csv).to_dict("records"):
+                    rows.append({"dataset": dataset, "student": student, "method": f"{r['method']} (B1 seed mean)",
+                                 "fraction": r["fraction"], **{m: r.get(f"{m}_mean") for m in ("acc", "auroc", "ece")}})
+        except Exception:  # a malformed CSV is the checker's business; aggregation skips it
             continue
-        if "smoke" in df.columns and df["smoke"].astype(bool).any() and not include_smoke:
-            continue
-        for r in df.to_dict("records"):
-            rows.append({"dataset": dataset, "student": student, **r})
     return rows
 
 
