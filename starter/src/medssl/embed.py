@@ -84,7 +84,8 @@ def knn_separability(features: np.ndarray, labels: np.ndarray, k: int = 5, seed:
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    folds = int(min(5, np.bincount(labels).min()))
+    _, counts = np.unique(labels, return_counts=True)   # only the classes present in these points
+    folds = int(min(5, counts.min()))
     if folds < 2:
         return float("nan")
     clf = make_pipeline(StandardScaler(), KNeighborsClassifier(n_neighbors=k))
