@@ -96,7 +96,7 @@ def cells(md, code, params_cell, start_cell):
             w3 = {p.stem.replace("metrics_", ""): ch.load_json(p) for p in sorted(week3.glob("metrics_*.json"))}
             if w3:
                 best = ch.best_by_val_auroc(w3)
-                reference = {f"Week 3 {best} (100% labels)": w3[best]}
+                reference = {f"Week 3 {best} ({w3[best]['n_train_labels']} labels)": w3[best]}
         for metric in ("acc", "auroc"):
             ref = {k: v[metric] for k, v in reference.items()}
             fig = ch.fraction_figure(rows, metric, ref, title=f"{wk.dataset}: probe vs supervised ({metric})")

@@ -62,7 +62,7 @@ def cells(md, code, params_cell, start_cell):
                              lr=HEAD_LR, encoder_lr=ENCODER_LR, n_bins=N_BINS)
         probe = ch.load_json(down / f"probe_metrics_{tag}pct.json")
         fine = ch.load_json(down / f"finetune_metrics_{tag}pct.json")
-        results = {f"supervised baseline ({best}, 100% labels)": baseline,
+        results = {f"supervised baseline ({best}, {baseline['n_train_labels']} labels)": baseline,
                    f"SSL linear probe ({tag}% labels)": probe, f"SSL fine-tune ({tag}% labels)": fine}
         print(ch.markdown_table(ch.metrics_rows(results, ("acc", "auroc", "ece"))))
         """),
