@@ -215,7 +215,7 @@ def main(argv=None) -> int:
     p.add_argument("--pipelines", nargs="+", default=["seed", "readable", "library"],
                    choices=["seed", "readable", "library"])
     p.add_argument("--batch-size", type=int, default=None, help="default: 128 (seed style) on every pipeline")
-    p.add_argument("--library-batch-size", type=int, default=None,
+    p.add_argument("--library-batch-size", dest="big_batch", type=int, default=None,
                    help="a larger batch for the library pipeline only (reported separately)")
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--warmup", type=int, default=10)
@@ -240,8 +240,8 @@ def main(argv=None) -> int:
             fpi = flops_per_image(args.dataset, size, ssl, device, args.model)
             base = None
             plan = [(pl, bs) for pl in args.pipelines]
-            if args.library_batch_size and "library" in args.pipelines:
-                plan.append(("library", args.library_batch_size))
+            if args.big_batch and "library" in args.pipelines:
+                plan.append(("library", args.big_batch))
             for pipeline, b in plan:
                 r = measure(pipeline, args.dataset, size, ssl, device, b, args.steps, args.warmup, args.workers,
                             args.compile, args.model)
