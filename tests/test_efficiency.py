@@ -123,3 +123,20 @@ def test_grid_cli_arguments(tmp_path):
         GridConfig("synthetic", encoder="e.pt", methods=["byol"]).validate()
     with pytest.raises(ConfigError, match="--encoder"):
         GridConfig("synthetic", methods=["probe"]).validate()
+
+
+def test_both_label_fraction_figures_share_the_log_percent_axis():
+    import pandas as pd
+
+    from medssl.course_helpers import fraction_figure
+    from medssl.efficiency import label_efficiency_plot
+
+    rows = [{"method": m, "fraction": f, "auroc": 0.7 + f / 10}
+            for m in ("probe", "supervised") for f in (0.05, 0.1, 1.0)]
+    summary = pd.DataFrame({"method": ["probe"] * 3, "fraction": [0.05, 0.1, 1.0], "pct": [5.0, 10.0, 100.0],
+                            "auroc_mean": [0.7, 0.75, 0.8], "auroc_std": [0.01, float("nan"), 0.0]})
+    for fig in (fraction_figure(rows, "auroc"), label_efficiency_plot(summary, "auroc")):
+        ax = fig.axes[0]
+        assert ax.get_xscale() == "log"
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["5", "10", "100"]
+        assert ax.get_xlabel() == "labelled training images (%)" and ax.get_ylabel() == "test auroc"

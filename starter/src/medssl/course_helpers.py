@@ -36,6 +36,7 @@ from . import __version__
 from . import manifest as M
 from .course import check_folder, check_group, repo_root
 from .errors import ConfigError, OutputExistsError
+from .plots import label_fraction_axis
 from .utils import get_logger, save_figure, write_json, write_text
 
 SMOKE_TRAIN_IMAGES = 200
@@ -597,16 +598,7 @@ def fraction_figure(rows: Sequence[Mapping], metric: str, reference: Mapping[str
         ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=method)
     for i, (name, value) in enumerate((reference or {}).items()):
         ax.axhline(value, ls="--", lw=1, color=f"C{i + 3}", label=name)
-    pcts = sorted({float(r["fraction"]) * 100 for r in rows})
-    ax.set_xscale("log")
-    ax.set_xticks(pcts, [f"{p:g}" for p in pcts])
-    ax.minorticks_off()
-    ax.set_xlabel("labelled training images (%)")
-    ax.set_ylabel(f"test {metric}")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    if title:
-        ax.set_title(title, fontsize=10)
+    label_fraction_axis(ax, {float(r["fraction"]) * 100 for r in rows}, metric, title, legend_size=8)
     fig.tight_layout()
     return fig
 

@@ -40,6 +40,7 @@ from .cli import add_common_args, run_cli
 from .data import load_splits
 from .errors import ConfigError, OutputExistsError, WeightsUnavailableError
 from .models import model_from_encoder
+from .plots import label_fraction_axis
 from .probe import (
     DownstreamConfig,
     add_downstream_args,
@@ -166,16 +167,7 @@ def label_efficiency_plot(summary: pd.DataFrame, metric: str = "auroc", title: s
         g = summary[summary["method"] == method].sort_values("fraction")
         ax.errorbar(g["pct"], g[f"{metric}_mean"], yerr=g[f"{metric}_std"].fillna(0.0), marker=markers[method],
                     capsize=3, label=METHOD_LABELS[method])
-    pcts = sorted(summary["pct"].unique())
-    ax.set_xscale("log")
-    ax.set_xticks(pcts, [f"{p:g}" for p in pcts])
-    ax.minorticks_off()
-    ax.set_xlabel("labelled training images (%)")
-    ax.set_ylabel(f"test {metric}")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    if title:
-        ax.set_title(title)
+    label_fraction_axis(ax, summary["pct"].unique(), metric, title)
     fig.tight_layout()
     return fig
 

@@ -218,3 +218,17 @@ def robustness_figure(table, metrics: Sequence[str] = ("acc", "auroc", "ece"), t
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def label_fraction_axis(ax, pcts, metric: str, title: str | None = None, legend_size: int | None = None) -> None:
+    """Style an axis of metric vs labelled fraction: log x with the fractions as ticks, grid, legend."""
+    pcts = sorted(pcts)
+    ax.set_xscale("log")
+    ax.set_xticks(pcts, [f"{p:g}" for p in pcts])
+    ax.minorticks_off()
+    ax.set_xlabel("labelled training images (%)")
+    ax.set_ylabel(f"test {metric}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=legend_size)
+    if title:
+        ax.set_title(title, fontsize=10)
