@@ -40,7 +40,7 @@ from .calibration import positive_probability, softmax, temperature_scaling_repo
 from .cli import add_common_args, run_cli
 from .errors import CheckpointError, ConfigError, OutputExistsError, UnsupportedTaskError
 from .registry import DatasetSpec, get_spec
-from .utils import get_logger, save_figure, write_json, write_text
+from .utils import display_path, get_logger, save_figure, write_json, write_text
 
 SUMMARY_FILE = "decisions_summary.json"
 POINT_NAMES = ("target_tpr", "target_fpr", "youden", "max_f1", "default")
@@ -561,7 +561,7 @@ def analyse_predictions(val_logits: np.ndarray, val_labels: np.ndarray, test_log
                if k_ != "operating_point_table_md"}
     write_json(out / SUMMARY_FILE, summary)
     report["out_dir"] = str(out)
-    get_logger().info("decisions for %s written to %s (%d files)", spec.key, out, len(files) + 1)
+    get_logger().info("decisions for %s written to %s (%d files)", spec.key, display_path(out), len(files) + 1)
     return report
 
 

@@ -41,7 +41,7 @@ from .calibration import TemperatureScaler, calibration_metrics, softmax
 from .cli import add_common_args, run_cli
 from .errors import ConfigError
 from .registry import DatasetSpec, get_spec
-from .utils import get_logger, resolve_device, save_figure, write_json, write_text
+from .utils import display_path, get_logger, resolve_device, save_figure, write_json, write_text
 
 SUMMARY_FILE = "robustness_summary.json"
 SEVERITY_NAMES = ("mild", "moderate", "severe")
@@ -471,7 +471,8 @@ def evaluate_shifts(model, test, val=None, spec: DatasetSpec | str | None = None
                    for k_, v in result.items() if k_ != "table_md"}
         write_json(out / SUMMARY_FILE, summary)
         result["out_dir"] = str(out)
-        get_logger().info("robustness of %s written to %s (%d files)", spec.key, out, len(files) + 1)
+        get_logger().info("robustness of %s written to %s (%d files)", spec.key, display_path(out),
+                          len(files) + 1)
     return result
 
 

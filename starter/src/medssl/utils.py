@@ -31,6 +31,24 @@ def get_logger() -> logging.Logger:
     return log
 
 
+def display_path(path: str | os.PathLike) -> str:
+    """A path for messages that does not depend on where the repository or a temp folder lives.
+
+    From the ``results`` / ``runs`` folder on when the path has one (``results/week7/breastmnist/alice``),
+    else relative to the working directory when it is below it, else the path as given.
+    """
+    p = Path(path)
+    parts = p.parts
+    for anchor in ("results", "runs"):
+        if anchor in parts:
+            i = len(parts) - 1 - parts[::-1].index(anchor)
+            return str(Path(*parts[i:]))
+    try:
+        return str(p.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(p)
+
+
 # --------------------------------------------------------------------------- seeds
 def set_seed(seed: int) -> None:
     """Seed Python, NumPy and torch (CPU and CUDA) in one call."""

@@ -1,0 +1,21 @@
+"""Small helpers in medssl.utils that messages and files depend on."""
+
+from pathlib import Path
+
+from medssl.utils import display_path
+
+
+def test_display_path_starts_at_results_wherever_the_repo_or_temp_folder_is():
+    assert display_path("/tmp/abc123/results/week7/breastmnist/ci") == str(Path("results/week7/breastmnist/ci"))
+    assert display_path("/home/x/course/results/week8/p/alice/") == str(Path("results/week8/p/alice"))
+    # the last "results" wins: a repository that itself sits in a folder called results
+    assert display_path("/srv/results/medmnist-ssl/results/week1/b/s") == str(Path("results/week1/b/s"))
+
+
+def test_display_path_falls_back_to_runs_then_cwd_relative_then_as_given(tmp_path, monkeypatch):
+    assert display_path("/data/runs/ssl/pneumoniamnist") == str(Path("runs/ssl/pneumoniamnist"))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "out" / "x").mkdir(parents=True)
+    assert display_path(tmp_path / "out" / "x") == str(Path("out/x"))
+    elsewhere = Path("/somewhere/else/entirely")
+    assert display_path(elsewhere) == str(elsewhere)
