@@ -209,3 +209,21 @@ def test_fit_selects_best_val_macro_f1_on_synthetic8(tmp_path):
     vm, logits = evaluate(model, splits["val"], spec)
     assert logits.shape == (32, K)
     assert vm["f1_macro"] == pytest.approx(f1s[best_epoch - 1])
+
+
+def test_representation_figure_gives_eleven_classes_eleven_colours():
+    """OrganMNIST sets have 11 classes: tab10 alone would paint class 10 like class 0."""
+    from matplotlib.colors import to_hex
+
+    from medssl.embed import representation_figure
+    from medssl.plots import class_colors
+
+    n = 11
+    labels = np.repeat(np.arange(n), 5)
+    xy = np.random.default_rng(0).normal(size=(len(labels), 2))
+    fig = representation_figure({"SSL": {"pca": xy}}, labels, {i: f"organ {i}" for i in range(n)})
+    colours = {to_hex(coll.get_facecolor()[0], keep_alpha=False) for coll in fig.axes[0].collections}
+    assert len(colours) == n
+    plt.close(fig)
+    for k in (2, 8, 11, 20, 25):
+        assert len({to_hex(c) for c in class_colors(k)}) == k

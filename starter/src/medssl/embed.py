@@ -35,6 +35,7 @@ from .cli import add_common_args, run_cli
 from .data import SPLITS, load_split
 from .errors import ConfigError, WeightsUnavailableError
 from .models import Classifier, build_model, model_from_encoder, read_encoder
+from .plots import class_colors
 from .registry import DatasetSpec, get_spec
 from .train import predict_logits
 from .utils import RUN_MARKERS, prepare_out_dir, resolve_device, save_figure, set_seed, write_json
@@ -137,7 +138,8 @@ def representation_figure(points: Mapping[str, Mapping[str, np.ndarray]], labels
     nrows, ncols = max(1, len(reducers)), max(1, len(encoders))
     fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 3.3 * nrows), squeeze=False)
     classes = np.unique(labels)
-    cmap = plt.get_cmap("tab10")
+    # colours by class index over every class the dataset has, so a class keeps its colour across figures
+    colors = class_colors(max(len(label_names), int(classes.max()) + 1 if len(classes) else 0))
     for j, enc in enumerate(encoders):
         for i, red in enumerate(reducers or ["-"]):
             ax = axes[i, j]
@@ -150,7 +152,7 @@ def representation_figure(points: Mapping[str, Mapping[str, np.ndarray]], labels
                 xy = points[enc][red]
                 for c in classes:
                     m = labels == c
-                    ax.scatter(xy[m, 0], xy[m, 1], s=6, alpha=0.6, color=cmap(int(c) % 10),
+                    ax.scatter(xy[m, 0], xy[m, 1], s=6, alpha=0.6, color=colors[int(c)],
                                label=f"{c}: {label_names.get(int(c), c)}")
             head = f"{enc} encoder"
             if scores and enc in scores:

@@ -13,6 +13,15 @@ import numpy as np
 from .calibration import confidence_and_outcome, expected_calibration_error, reliability_bins
 
 
+def class_colors(n_classes: int) -> list:
+    """One distinct colour per class: tab10 up to 10 classes, tab20 up to 20, evenly spaced turbo beyond."""
+    if n_classes <= 10:
+        return [plt.get_cmap("tab10")(i) for i in range(n_classes)]
+    if n_classes <= 20:
+        return [plt.get_cmap("tab20")(i) for i in range(n_classes)]
+    return [plt.get_cmap("turbo")(x) for x in np.linspace(0.05, 0.95, n_classes)]
+
+
 def reliability_diagram(probs_by_name: Mapping[str, np.ndarray] | np.ndarray, labels: np.ndarray,
                         positive_class: int | None = None, n_bins: int = 15, title: str | None = None,
                         positive_label: str | None = None):
