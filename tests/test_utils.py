@@ -19,3 +19,18 @@ def test_display_path_falls_back_to_runs_then_cwd_relative_then_as_given(tmp_pat
     assert display_path(tmp_path / "out" / "x") == str(Path("out/x"))
     elsewhere = Path("/somewhere/else/entirely")
     assert display_path(elsewhere) == str(elsewhere)
+
+
+def test_every_cli_help_names_each_default_once_and_never_none():
+    import importlib
+    import re
+
+    for name in ("train", "pretrain", "probe", "efficiency", "embed", "paradigms"):
+        parser = importlib.import_module(f"medssl.{name}").build_parser()
+        texts = [parser.format_help()]
+        subs = [a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction"]
+        texts += [sp.format_help() for a in subs for sp in a.choices.values()]
+        for text in texts:
+            flat = " ".join(text.split())
+            assert "(default: None)" not in flat, name
+            assert re.search(r"\(default[^()]*\) \(default", flat) is None, name

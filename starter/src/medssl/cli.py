@@ -15,12 +15,22 @@ from collections.abc import Callable, Sequence
 from .errors import MedSSLError
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows ``(default: X)`` once: not when the help already names its default, and not for ``None``."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default is None or action.default is False or "default" in text.lower():
+            return text
+        return super()._get_help_string(action)
+
+
 def add_common_args(p: argparse.ArgumentParser, out_default: str | None = None) -> None:
     p.add_argument("--dataset", required=True, help="MedMNIST key, e.g. breastmnist, pneumoniamnist, bloodmnist")
     p.add_argument("--root", default=None, help="data folder (default: $MEDMNIST_ROOT, else ~/.medmnist)")
-    p.add_argument("--size", type=int, default=28, choices=(28, 64, 128, 224), help="image size (default 28)")
+    p.add_argument("--size", type=int, default=28, choices=(28, 64, 128, 224), help="image size")
     p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default auto)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
     p.add_argument("--out", default=out_default, required=out_default is None, help="output folder for this run")
     p.add_argument("--overwrite", action="store_true", help="replace a previous run in --out")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")

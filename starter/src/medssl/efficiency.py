@@ -36,7 +36,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .cli import add_common_args, run_cli
+from .cli import HelpFormatter, add_common_args, run_cli
 from .data import load_splits
 from .errors import ConfigError, OutputExistsError, WeightsUnavailableError
 from .models import model_from_encoder
@@ -278,7 +278,7 @@ def config_from_args(args: argparse.Namespace) -> GridConfig:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m medssl.efficiency", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     add_common_args(p)
     add_downstream_args(p)
     p.add_argument("--fractions", type=float, nargs="+", default=list(DEFAULT_FRACTIONS),

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .cli import add_common_args, run_cli
+from .cli import HelpFormatter, add_common_args, run_cli
 from .data import SPLITS, load_split
 from .errors import ConfigError, WeightsUnavailableError
 from .models import Classifier, build_model, model_from_encoder, read_encoder
@@ -224,7 +224,7 @@ def run(dataset: str, out: str | Path, encoder: str | None = None, *, split: str
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m medssl.embed", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     add_common_args(p)
     p.add_argument("--encoder", default=None, help="SSL encoder checkpoint (ssl_encoder.pt)")
     p.add_argument("--backbone", default=None, choices=("smallcnn", "resnet18", "resnet50"),

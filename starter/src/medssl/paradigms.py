@@ -51,7 +51,7 @@ import numpy as np
 import torch
 
 from .calibration import softmax
-from .cli import add_common_args, run_cli
+from .cli import HelpFormatter, add_common_args, run_cli
 from .data import ensure_file, load_split, load_splits, stratified_fraction
 from .errors import CheckpointError, ConfigError, DatasetNotAvailableError, WeightsUnavailableError
 from .models import ENCODER_FORMAT, MODELS, build_model, imagenet_state_dict, model_from_encoder, read_encoder
@@ -890,9 +890,9 @@ def comparison_markdown(seed000: Mapping | None = None, recipe: Mapping | None =
 # ================================================================== CLI
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m medssl.paradigms", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    fmt = HelpFormatter
 
     s0 = sub.add_parser("seed000", help="scratch vs ImageNet fine-tune vs SimCLR + fine-tune (ResNet-50, 64 px)",
                         formatter_class=fmt)

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from . import __version__, accel
 from .augment import ssl_augmentation
-from .cli import add_common_args, run_cli
+from .cli import HelpFormatter, add_common_args, run_cli
 from .data import SplitData, TensorSplit, ensure_file, file_md5, load_split
 from .errors import ConfigError, MedSSLError
 from .models import MODELS, build_model, count_parameters, save_encoder
@@ -291,7 +291,7 @@ def config_from_args(args: argparse.Namespace) -> SSLConfig:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m medssl.pretrain", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     add_common_args(p)
     p.add_argument("--method", default="simclr", choices=METHODS)
     p.add_argument("--backbone", default="resnet18", choices=MODELS)

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from .calibration import softmax
-from .cli import add_common_args, run_cli
+from .cli import HelpFormatter, add_common_args, run_cli
 from .data import SplitData, fraction_indices, indices_filename, load_splits
 from .errors import CheckpointError, ConfigError, WeightsUnavailableError
 from .metrics import classification_metrics, format_summary
@@ -410,7 +410,7 @@ def add_downstream_args(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m medssl.probe", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     add_common_args(p)
     add_downstream_args(p)
     p.add_argument("--label-frac", dest="fractions", type=float, nargs="+", default=[0.1],

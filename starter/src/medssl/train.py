@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 from . import __version__, accel
 from .augment import AugSpec, BatchAugment, supervised_augmentation
 from .calibration import softmax
-from .cli import add_common_args, run_cli
+from .cli import HelpFormatter, add_common_args, run_cli
 from .data import (
     MedMNISTDataset,
     SplitData,
@@ -473,7 +473,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m medssl.train", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     add_common_args(p)
     p.add_argument("--model", default="smallcnn", choices=("smallcnn", "resnet18", "resnet50"))
     p.add_argument("--finetune", default="all", choices=("all", "head"), help="head = frozen backbone")
