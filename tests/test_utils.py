@@ -27,10 +27,14 @@ def test_every_cli_help_names_each_default_once_and_never_none():
 
     for name in ("train", "pretrain", "probe", "efficiency", "embed", "paradigms"):
         parser = importlib.import_module(f"medssl.{name}").build_parser()
-        texts = [parser.format_help()]
         subs = [a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction"]
-        texts += [sp.format_help() for a in subs for sp in a.choices.values()]
-        for text in texts:
-            flat = " ".join(text.split())
+        for p in [parser, *(sp for a in subs for sp in a.choices.values())]:
+            flat = " ".join(p.format_help().split())
             assert "(default: None)" not in flat, name
             assert re.search(r"\(default[^()]*\) \(default", flat) is None, name
+            for action in p._actions:  # every option with a real default shows it, help text or not
+                if action.option_strings and action.default not in (None, False, "==SUPPRESS=="):
+                    fmt = p._get_formatter()
+                    fmt.add_argument(action)
+                    assert f"default: {action.default}" in " ".join(fmt.format_help().split()), \
+                        (name, action.option_strings)

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 from collections.abc import Callable, Sequence
 
@@ -17,6 +18,13 @@ from .errors import MedSSLError
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows ``(default: X)`` once: not when the help already names its default, and not for ``None``."""
+
+    def _format_action(self, action: argparse.Action) -> str:
+        # an option without help text still shows its default
+        if action.help is None and action.option_strings and action.default not in (None, False, argparse.SUPPRESS):
+            action = copy.copy(action)
+            action.help = "default: %(default)s"
+        return super()._format_action(action)
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
