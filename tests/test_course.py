@@ -303,6 +303,22 @@ def test_week_run_paths_and_overwrite(tmp_path, monkeypatch):
     assert s.smoke_fraction(400) == 0.5 and s.train_config(model="smallcnn").stem == "auto"
 
 
+def test_published_json_stores_paths_relative_to_the_course_root(tmp_path, monkeypatch):
+    monkeypatch.delenv("MEDSSL_SMOKE", raising=False)
+    monkeypatch.delenv("CI", raising=False)
+    root = tmp_path / "course" / "results"
+    wk = ch.WeekRun(week=1, dataset="synthetic", student="alice", results_root=root)
+    enc = root / "week4" / "synthetic" / "alice" / "ssl_encoder.pt"
+    outside = "/elsewhere/weights.pth"
+    wk.save_json("test_metrics.json", {"encoder": str(enc), "config": {"encoder": enc, "paths": [str(enc), outside]},
+                                       "auroc": 0.9, "note": "a/b"})
+    got = json.loads((wk.out / "test_metrics.json").read_text())
+    rel = "results/week4/synthetic/alice/ssl_encoder.pt"
+    assert got["encoder"] == rel and got["config"]["encoder"] == rel
+    assert got["config"]["paths"] == [rel, outside] and got["auroc"] == 0.9 and got["note"] == "a/b"
+    assert str(tmp_path) not in (wk.out / "test_metrics.json").read_text()
+
+
 def test_week_run_finds_previous_weeks_or_says_what_to_run(tmp_path):
     wk = ch.WeekRun(week=5, dataset="synthetic", student="alice", results_root=tmp_path / "results", smoke=False)
     with pytest.raises(ConfigError, match=r"(?s)Run Week 4 first.*--week 4 --dataset synthetic --student alice"):

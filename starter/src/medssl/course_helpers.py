@@ -342,8 +342,20 @@ class WeekRun:
     def save_figure(self, name: str, fig) -> Path:
         return self._note(save_figure(fig, self.path(name)))
 
+    def portable(self, obj):
+        """``obj`` with every absolute path inside the course root rewritten relative to it (for shared files)."""
+        if isinstance(obj, Mapping):
+            return {k: self.portable(v) for k, v in obj.items()}
+        if isinstance(obj, (list, tuple)):
+            return [self.portable(v) for v in obj]
+        if isinstance(obj, (str, os.PathLike)) and os.path.isabs(obj):
+            rel = self.rel(obj)
+            return rel if not os.path.isabs(rel) else str(obj)
+        return obj
+
     def save_json(self, name: str, obj) -> Path:
-        return self._note(write_json(self.path(name), obj))
+        """Write a results JSON; paths inside the course root are stored relative to it."""
+        return self._note(write_json(self.path(name), self.portable(obj)))
 
     def save_text(self, name: str, text: str) -> Path:
         return self._note(write_text(self.path(name), text))
