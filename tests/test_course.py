@@ -225,6 +225,25 @@ def test_run_refuses_to_overwrite_a_submission(tmp_path):
         course.run_week(2, "breastmnist", "alice", tmp_path / "results", params={"EPOCH": 3})
 
 
+def test_run_records_a_results_root_inside_the_repository_relative_to_it(monkeypatch, tmp_path):
+    import shutil
+
+    import papermill as pm
+
+    repo = tmp_path / "course"                         # a repository layout: starter/src/medssl + notebooks/
+    (repo / "starter" / "src" / "medssl").mkdir(parents=True)
+    (repo / "notebooks").mkdir()
+    shutil.copy(course.notebook_path(1), repo / "notebooks")
+    seen = {}
+    monkeypatch.setattr(pm, "execute_notebook", lambda src, dst, parameters, **kw: seen.update(parameters))
+    course.run_week(1, "breastmnist", "alice", repo / "results", notebooks_dir=repo / "notebooks",
+                    raise_on_error=False)
+    assert seen["RESULTS_ROOT"] == "results"
+    course.run_week(1, "breastmnist", "bob", tmp_path / "elsewhere", notebooks_dir=repo / "notebooks",
+                    raise_on_error=False)
+    assert seen["RESULTS_ROOT"] == str((tmp_path / "elsewhere").resolve())
+
+
 def test_batch_runs_in_dependency_order_and_skips_dependents(monkeypatch, tmp_path):
     calls = []
 

@@ -217,6 +217,18 @@ def test_reduce_2d_pca_matches_svd_and_tsne_is_seeded():
         reduce_2d(x, "isomap")
 
 
+def test_umap_is_seeded_and_quiet():
+    import warnings
+
+    from medssl.embed import reduce_2d
+
+    x = np.random.default_rng(1).standard_normal((60, 8))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)     # a warning in a student's notebook is noise
+        a, b = reduce_2d(x, "umap", seed=3), reduce_2d(x, "umap", seed=3)
+    assert a.shape == (60, 2) and np.allclose(a, b)
+
+
 def test_embed_cli_ssl_vs_random_with_imagenet_skipped(encoder_file, synth_root, tmp_path, capsys):
     from medssl.embed import main as embed_main
 

@@ -473,7 +473,12 @@ def run_week(week: int, dataset: str | None, student: str, results_root: str | o
             f"{', ...' if len(existing) > 4 else ''}). Pass --overwrite to run again and replace it, "
             "or use another --student / --results-root.")
     out_dir.mkdir(parents=True, exist_ok=True)
-    parameters = {"RESULTS_ROOT": str(results_root), "STUDENT": student, "SMOKE": bool(smoke),
+    # inside the repository the executed notebook records the results root relative to it (no machine paths)
+    try:
+        root_param = results_root.relative_to(repo_root(nb.parent)).as_posix()
+    except ValueError:
+        root_param = str(results_root)
+    parameters = {"RESULTS_ROOT": root_param, "STUDENT": student, "SMOKE": bool(smoke),
                   "OVERWRITE": bool(overwrite)}
     if dataset:
         parameters["DATASET_KEY"] = dataset

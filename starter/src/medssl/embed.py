@@ -72,8 +72,9 @@ def reduce_2d(features: np.ndarray, method: str = "pca", seed: int = 0, n_neighb
         except ImportError:
             raise ConfigError("UMAP needs the umap-learn package: pip install umap-learn "
                               "(or use --methods tsne pca).") from None
+        # a seeded UMAP runs single-threaded anyway; n_jobs=1 says so and spares the user a warning
         reducer = umap.UMAP(n_components=2, n_neighbors=min(n_neighbors, n - 1), min_dist=min_dist,
-                            random_state=seed)
+                            random_state=seed, n_jobs=1)
         return reducer.fit_transform(x)
     raise ConfigError(f"unknown embedding method {method!r}; choose from {', '.join(REDUCERS)}.")
 
