@@ -244,6 +244,29 @@ def test_run_records_a_results_root_inside_the_repository_relative_to_it(monkeyp
     assert seen["RESULTS_ROOT"] == str((tmp_path / "elsewhere").resolve())
 
 
+def test_executed_notebook_paths_are_rewritten_relative_to_the_repository(tmp_path):
+    repo = tmp_path / "course"
+    root = repo / "results"
+    nb = {"cells": [{"cell_type": "code", "metadata": {"tags": ["injected-parameters"]}, "outputs": [],
+                     "source": f'# Parameters\nRESULTS_ROOT = "{root}"\nSTUDENT = "alice"\n'}],
+          "metadata": {"papermill": {"input_path": str(repo / "notebooks" / "Week01_Baseline.ipynb"),
+                                     "output_path": str(root / "week1" / "b" / "alice" / "Week01_Baseline.ipynb"),
+                                     "parameters": {"RESULTS_ROOT": str(root), "STUDENT": "alice"}}},
+          "nbformat": 4, "nbformat_minor": 5}
+    path = tmp_path / "executed.ipynb"
+    path.write_text(json.dumps(nb))
+    course.relativize_notebook(path, repo)
+    got = json.loads(path.read_text())
+    meta = got["metadata"]["papermill"]
+    assert meta["input_path"] == "notebooks/Week01_Baseline.ipynb"
+    assert meta["output_path"] == "results/week1/b/alice/Week01_Baseline.ipynb"
+    assert meta["parameters"] == {"RESULTS_ROOT": "results", "STUDENT": "alice"}
+    assert got["cells"][0]["source"] == '# Parameters\nRESULTS_ROOT = "results"\nSTUDENT = "alice"\n'
+    assert str(tmp_path) not in path.read_text()
+    course.relativize_notebook(path, tmp_path / "another")         # outside: nothing to rewrite, nothing lost
+    assert json.loads(path.read_text()) == got
+
+
 def test_batch_runs_in_dependency_order_and_skips_dependents(monkeypatch, tmp_path):
     calls = []
 

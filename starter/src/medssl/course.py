@@ -511,6 +511,8 @@ def run_week(week: int, dataset: str | None, student: str, results_root: str | o
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+    if executed.exists():
+        relativize_notebook(executed, repo_root(nb.parent))
     if outcome.status == "ok":
         outcome.check = (check_group(results_root.parent, week) if group else check_folder(out_dir, week, dataset,
                                                                                            student))
@@ -523,6 +525,39 @@ def run_week(week: int, dataset: str | None, student: str, results_root: str | o
                           f"{outcome.detail or outcome.error}\n"
                           f"  executed notebook (with the error): {executed}")
     return outcome
+
+
+def relativize_notebook(path: str | os.PathLike, repo: str | os.PathLike) -> None:
+    """Rewrite the paths papermill records in an executed notebook relative to ``repo`` (when inside it).
+
+    An executed notebook is a submission and is committed; it should not carry the machine's folders.
+    """
+    path, repo = Path(path), Path(repo).resolve()
+
+    def rel(value):
+        if isinstance(value, str) and os.path.isabs(value):
+            try:
+                return Path(value).resolve().relative_to(repo).as_posix()
+            except ValueError:
+                return value
+        return value
+
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    meta = nb.get("metadata", {}).get("papermill", {})
+    for key in ("input_path", "output_path"):
+        if key in meta:
+            meta[key] = rel(meta[key])
+    params = meta.get("parameters", {})
+    old_root = params.get("RESULTS_ROOT")
+    if isinstance(old_root, str) and rel(old_root) != old_root:
+        params["RESULTS_ROOT"] = rel(old_root)
+        for cell in nb.get("cells", []):
+            if "injected-parameters" in cell.get("metadata", {}).get("tags", []):
+                src = "".join(cell.get("source", []))
+                cell["source"] = src.replace(json.dumps(old_root), json.dumps(params["RESULTS_ROOT"]))
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def parse_weeks(text: str | Sequence) -> list[int]:
