@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -235,10 +236,16 @@ def test_run_records_a_results_root_inside_the_repository_relative_to_it(monkeyp
     (repo / "notebooks").mkdir()
     shutil.copy(course.notebook_path(1), repo / "notebooks")
     seen = {}
-    monkeypatch.setattr(pm, "execute_notebook", lambda src, dst, parameters, **kw: seen.update(parameters))
+
+    def fake_execute(src, dst, parameters, **kw):
+        seen.update(parameters, tqdm=os.environ.get("TQDM_DISABLE"))
+
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    monkeypatch.setattr(pm, "execute_notebook", fake_execute)
     course.run_week(1, "breastmnist", "alice", repo / "results", notebooks_dir=repo / "notebooks",
                     raise_on_error=False)
     assert seen["RESULTS_ROOT"] == "results"
+    assert seen["tqdm"] == "1" and "TQDM_DISABLE" not in os.environ  # quiet kernel, environment restored
     course.run_week(1, "breastmnist", "bob", tmp_path / "elsewhere", notebooks_dir=repo / "notebooks",
                     raise_on_error=False)
     assert seen["RESULTS_ROOT"] == str((tmp_path / "elsewhere").resolve())

@@ -485,8 +485,11 @@ def run_week(week: int, dataset: str | None, student: str, results_root: str | o
     parameters.update(params or {})
     executed = out_dir / nb.name
     outcome = RunOutcome(week, dataset, student, out_dir=out_dir, notebook=executed)
-    env_before = {k: os.environ.get(k) for k in ("MEDSSL_SMOKE", "MPLBACKEND")}
+    env_before = {k: os.environ.get(k) for k in ("MEDSSL_SMOKE", "MPLBACKEND", "TQDM_DISABLE")}
     os.environ["MPLBACKEND"] = "Agg"
+    # nobody watches a batch run's progress bars, and in a kernel each one is a widget whose state papermill
+    # saves into the executed notebook (megabytes per week)
+    os.environ["TQDM_DISABLE"] = "1"
     if smoke:
         os.environ["MEDSSL_SMOKE"] = "1"
     t0 = time.perf_counter()
