@@ -31,6 +31,7 @@ from pathlib import Path
 from . import manifest as M
 from .cli import run_cli
 from .errors import ConfigError, MedSSLError, OutputExistsError
+from .utils import relative_path
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 LEVELS = ("missing", "malformed", "to add", "to write", "note")
@@ -474,10 +475,7 @@ def run_week(week: int, dataset: str | None, student: str, results_root: str | o
             "or use another --student / --results-root.")
     out_dir.mkdir(parents=True, exist_ok=True)
     # inside the repository the executed notebook records the results root relative to it (no machine paths)
-    try:
-        root_param = results_root.relative_to(repo_root(nb.parent)).as_posix()
-    except ValueError:
-        root_param = str(results_root)
+    root_param = relative_path(results_root, repo_root(nb.parent)) or str(results_root)
     parameters = {"RESULTS_ROOT": root_param, "STUDENT": student, "SMOKE": bool(smoke),
                   "OVERWRITE": bool(overwrite)}
     if dataset:
@@ -535,14 +533,11 @@ def relativize_notebook(path: str | os.PathLike, repo: str | os.PathLike) -> Non
 
     An executed notebook is a submission and is committed; it should not carry the machine's folders.
     """
-    path, repo = Path(path), Path(repo).resolve()
+    path = Path(path)
 
     def rel(value):
         if isinstance(value, str) and os.path.isabs(value):
-            try:
-                return Path(value).resolve().relative_to(repo).as_posix()
-            except ValueError:
-                return value
+            return relative_path(value, repo) or value
         return value
 
     nb = json.loads(path.read_text(encoding="utf-8"))

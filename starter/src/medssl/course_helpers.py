@@ -37,7 +37,7 @@ from . import manifest as M
 from .course import check_folder, check_group, repo_root
 from .errors import ConfigError, OutputExistsError
 from .plots import label_fraction_axis
-from .utils import get_logger, save_figure, write_json, write_text
+from .utils import get_logger, relative_path, save_figure, write_json, write_text
 
 SMOKE_TRAIN_IMAGES = 200
 SMOKE_EPOCHS = 1
@@ -294,11 +294,7 @@ class WeekRun:
 
     def rel(self, path: str | os.PathLike) -> str:
         """A path relative to the course root (stable across machines, used in printed output)."""
-        p = Path(path)
-        try:
-            return p.resolve().relative_to(self.root.resolve()).as_posix()
-        except ValueError:
-            return str(p)
+        return relative_path(path, self.root) or str(path)
 
     @property
     def settings(self) -> dict:
@@ -349,8 +345,7 @@ class WeekRun:
         if isinstance(obj, (list, tuple)):
             return [self.portable(v) for v in obj]
         if isinstance(obj, (str, os.PathLike)) and os.path.isabs(obj):
-            rel = self.rel(obj)
-            return rel if not os.path.isabs(rel) else str(obj)
+            return relative_path(obj, self.root) or str(obj)
         return obj
 
     def save_json(self, name: str, obj) -> Path:

@@ -31,6 +31,14 @@ def get_logger() -> logging.Logger:
     return log
 
 
+def relative_path(path: str | os.PathLike, root: str | os.PathLike) -> str | None:
+    """``path`` relative to ``root`` (POSIX separators) when it lies inside it, else None."""
+    try:
+        return Path(path).resolve().relative_to(Path(root).resolve()).as_posix()
+    except ValueError:
+        return None
+
+
 def display_path(path: str | os.PathLike) -> str:
     """A path for messages that does not depend on where the repository or a temp folder lives.
 
@@ -43,10 +51,8 @@ def display_path(path: str | os.PathLike) -> str:
         if anchor in parts:
             i = len(parts) - 1 - parts[::-1].index(anchor)
             return str(Path(*parts[i:]))
-    try:
-        return str(p.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(p)
+    below_cwd = relative_path(p, Path.cwd())
+    return str(Path(below_cwd)) if below_cwd is not None else str(p)
 
 
 # --------------------------------------------------------------------------- seeds
