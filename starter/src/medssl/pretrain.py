@@ -37,7 +37,7 @@ from .errors import ConfigError, MedSSLError
 from .models import MODELS, build_model, count_parameters, save_encoder
 from .registry import get_spec
 from .ssl import METHODS, SSLDataset, build_ssl_model, num_two_view_batches, two_view_batches
-from .train import _autocast, cosine_schedule
+from .train import cosine_schedule
 from .utils import (
     append_jsonl,
     get_logger,
@@ -256,7 +256,7 @@ def run(cfg: SSLConfig, out: str | Path, overwrite: bool = False) -> dict:
         for step, (v1, v2) in enumerate(bar, start=1):
             v1 = accel.channels_last(v1.to(device, non_blocking=True))
             v2 = accel.channels_last(v2.to(device, non_blocking=True))
-            with _autocast(device):
+            with accel.autocast(device):
                 loss = model(v1, v2)
             if not torch.isfinite(loss):
                 finish("diverged", history)

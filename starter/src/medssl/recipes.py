@@ -222,9 +222,6 @@ def tta_transforms(preset: str = "standard", modality: str | None = None, size: 
     return out
 
 
-_autocast = accel.autocast
-
-
 @torch.no_grad()
 def predict_tta(model: nn.Module, images: torch.Tensor | np.ndarray, transforms: Sequence[TTATransform],
                 batch_size: int = 512, device: torch.device | None = None,
@@ -245,7 +242,7 @@ def predict_tta(model: nn.Module, images: torch.Tensor | np.ndarray, transforms:
     for start in range(0, len(x_all), batch_size):
         x = to_float(x_all[start:start + batch_size].to(device))
         for i, t in enumerate(transforms):  # each view in channels_last on CUDA (a no-op on CPU)
-            with _autocast(device):
+            with accel.autocast(device):
                 logits = model(accel.channels_last(t(x)))
             per_t[i].append(torch.softmax(logits.float(), dim=1).double().cpu())
     model.train(was_training)

@@ -181,9 +181,6 @@ def train_batches(data: SplitData, cfg_batch_size: int, device: torch.device, au
     return gen_dl(), len(dl)
 
 
-_autocast = accel.autocast  # kept under its old name for modules that import it
-
-
 def train_one_epoch(model: nn.Module, batches, n_batches: int, optimizer: torch.optim.Optimizer,
                     scheduler=None, device: torch.device | None = None, desc: str = "train",
                     progress: bool = True, mixup: MixUp | None = None) -> float:
@@ -199,7 +196,7 @@ def train_one_epoch(model: nn.Module, batches, n_batches: int, optimizer: torch.
         if mixup is not None:
             x, soft = mixup(x, y)
         x = accel.channels_last(x)
-        with _autocast(x.device):
+        with accel.autocast(x.device):
             loss = F.cross_entropy(model(x), y) if mixup is None else soft_cross_entropy(model(x), soft)
         if not torch.isfinite(loss):
             raise ConfigError(f"training loss became {loss.item()} ({desc}); lower --lr and try again.")
@@ -225,7 +222,7 @@ def predict_logits(model: nn.Module, images: torch.Tensor | np.ndarray, batch_si
     outs = []
     for start in range(0, len(x_all), batch_size):
         x = accel.channels_last(to_float(x_all[start:start + batch_size].to(device)))
-        with _autocast(device):
+        with accel.autocast(device):
             out = model.features(x) if features else model(x)
         outs.append(out.float().cpu())
     model.train(was_training)
