@@ -144,9 +144,9 @@ def resolve_dataset(key: str, size: int = 28, root: str | os.PathLike | None = N
     return fb, msg
 
 
-def smoke_label_frac(key: str, size: int, root, max_train: int = SMOKE_MAX_TRAIN) -> float:
-    """The label fraction that leaves about ``max_train`` training images."""
-    n = len(load_split(key, "train", size=size, root=root).labels)
+def smoke_label_frac(key: str, max_train: int = SMOKE_MAX_TRAIN) -> float:
+    """The label fraction that leaves about ``max_train`` training images (split size from the registry)."""
+    n = get_spec(key).n_samples["train"]
     return 1.0 if n <= max_train else max(max_train / n, 1e-6)
 
 
@@ -343,7 +343,7 @@ def run_seed000(cfg: Seed000Config, out: str | os.PathLike, overwrite: bool = Fa
     run_cfg = cfg.effective()
     key, fallback = resolve_dataset(cfg.dataset, run_cfg.size, cfg.root, cfg.smoke)
     out = prepare_out_dir(out, overwrite, markers=(*RUN_MARKERS, "seed000_results.json"))
-    label_frac = min(cfg.label_frac, smoke_label_frac(key, run_cfg.size, cfg.root)) if cfg.smoke else cfg.label_frac
+    label_frac = min(cfg.label_frac, smoke_label_frac(key)) if cfg.smoke else cfg.label_frac
     record: dict = {"experiment": "seed000", "dataset": key, "requested_dataset": cfg.dataset, "fallback": fallback,
                     "synthetic": get_spec(key).synthetic, "smoke": cfg.smoke, "config": asdict(run_cfg),
                     "label_frac": label_frac, "published": PUBLISHED_SEED000, "rows": [], "status": "running"}
@@ -637,7 +637,7 @@ def run_recipe(cfg: RecipeConfig, out: str | os.PathLike, overwrite: bool = Fals
     run_cfg = cfg.effective()
     key, fallback = resolve_dataset(cfg.dataset, run_cfg.size, cfg.root, cfg.smoke)
     out = prepare_out_dir(out, overwrite, markers=(*RUN_MARKERS, "recipe_results.json"))
-    label_frac = min(cfg.label_frac, smoke_label_frac(key, run_cfg.size, cfg.root)) if cfg.smoke else cfg.label_frac
+    label_frac = min(cfg.label_frac, smoke_label_frac(key)) if cfg.smoke else cfg.label_frac
     pretrained, init_note = False, "random initialisation (pretrained=False)"
     if run_cfg.pretrained:
         pretrained, how = imagenet_status(run_cfg.arch, run_cfg.weights, allow_download=not cfg.smoke)
@@ -807,7 +807,7 @@ def run_survey(cfg: SurveyConfig, out: str | os.PathLike, overwrite: bool = Fals
         encoder = run_cfg.encoders.get(requested) or run_cfg.encoders.get(key)
         ssl_skip = None
         if encoder is None and run_cfg.ssl_epochs > 0 and cfg.smoke:
-            n_train = len(load_split(key, "train", size=run_cfg.size, root=cfg.root))
+            n_train = get_spec(key).n_samples["train"]
             if n_train > SMOKE_SSL_MAX_TRAIN:
                 ssl_skip = (f"smoke mode pretrains SSL encoders only on training splits of <= {SMOKE_SSL_MAX_TRAIN} "
                             f"images ({key} has {n_train})")
