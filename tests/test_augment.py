@@ -78,3 +78,25 @@ def test_describe_lists_exact_operations_and_bad_specs_fail():
     with pytest.raises(ConfigError, match="choose one of"):
         supervised_augmentation("heavy")
     assert np.isfinite(len(BatchAugment(AugSpec()).spec.describe()))
+
+
+@pytest.mark.parametrize("modality", ["ultrasound", "xray", "pathology"])
+def test_strong_ssl_preset_is_at_least_as_strong_as_mild(modality):
+    mild, strong = ssl_augmentation(modality, "mild"), ssl_augmentation(modality, "strong")
+    assert strong.crop_scale[0] <= mild.crop_scale[0]
+    for f in ("degrees", "translate", "brightness", "contrast", "gaussian_noise", "speckle_noise"):
+        assert getattr(strong, f) >= getattr(mild, f), f
+    assert strong != mild
+
+
+@pytest.mark.parametrize("strength", ["mild", "strong"])
+def test_ultrasound_ssl_views_differ_in_intensity_not_only_geometry(strength):
+    # Two views of one image that share their intensity histogram let a contrastive encoder match them
+    # without learning shapes (SimCLR's crop + colour-distortion finding). On a flat grey image geometry
+    # changes nothing away from the borders, so any difference between the views' medians is intensity jitter.
+    x = torch.full((512, 1, 28, 28), 128, dtype=torch.uint8)
+    aug = BatchAugment(ssl_augmentation("ultrasound", strength))
+    g = torch.Generator().manual_seed(0)
+    v1, v2 = aug(x, g), aug(x, g)
+    gap = (v1.flatten(1).median(1).values - v2.flatten(1).median(1).values).abs()
+    assert float(gap.mean()) > 0.05

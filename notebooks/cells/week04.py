@@ -34,9 +34,16 @@ def cells(md, code, params_cell, start_cell):
         start_cell(4, ", ssl_method=SSL_METHOD, ssl_aug=SSL_AUG, tau=TAU, proj_dim=PROJ_DIM, lr=LR"),
         md("""
         ## 1. Two views of every image
-        The augmentation decides what the encoder learns to ignore. Medically plausible only: horizontal flips,
-        small rotations and crops, mild intensity changes (speckle noise for ultrasound); no vertical flips, no
-        large rotations, nothing that could erase a small lesion.
+        The augmentation decides what the encoder learns to ignore. Medically plausible only: horizontal flips, small
+        rotations, crops, intensity changes (brightness/contrast, Gaussian noise, speckle for ultrasound); no vertical
+        flips, no large rotations, no inversions.
+
+        The two views must also differ *enough*. If they share their intensity histogram, the encoder can match them by
+        it and learn nothing about shapes: SimCLR needed crops **and** colour distortion together (Chen et al., 2020,
+        Section 3). X-ray crops keep at least 70% of the image so the lung fields stay in view. Ultrasound crops go down
+        to 20% of the area, with brightness/contrast ±0.4 (gain differs between machines). On BreastMNIST the earlier
+        preset (crops ≥ 70%, contrast ±0.1) gave features worse than a random encoder's; these settings fixed that
+        (`reports/label_efficiency/README.md`).
         """),
         code("""
         import numpy as np
