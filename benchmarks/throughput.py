@@ -93,7 +93,8 @@ def seed_style_loader(key: str, size: int, batch_size: int, ssl: bool, workers: 
     if ssl:
         ds = SeedTwoViews(ds.imgs, tf)
     return torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=True, num_workers=workers,
-                                       pin_memory=True, drop_last=True, persistent_workers=workers > 0)
+                                       pin_memory=torch.cuda.is_available(),  # the seeds pinned on their GPUs
+                                       drop_last=True, persistent_workers=workers > 0)
 
 
 def readable_loader(key: str, size: int, batch_size: int, ssl: bool):
