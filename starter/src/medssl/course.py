@@ -31,7 +31,7 @@ from pathlib import Path
 from . import manifest as M
 from .cli import run_cli
 from .errors import ConfigError, MedSSLError, OutputExistsError
-from .utils import relative_path
+from .utils import progress_allowed, relative_path
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 LEVELS = ("missing", "malformed", "to add", "to write", "note")
@@ -596,7 +596,8 @@ def batch(weeks: Sequence[int], datasets: Sequence[str], student: str, results_r
     outcomes: list[RunOutcome] = []
     failed: set[tuple[int, str | None]] = set()
     declared = {w: notebook_parameters(notebook_path(w, notebooks_dir)) for w in sorted(set(weeks))}
-    bar = tqdm(jobs, desc="course", unit="notebook", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(jobs, desc="course", unit="notebook", disable=not progress_allowed(progress),
+               dynamic_ncols=True)
     for w, d in bar:
         bar.set_postfix_str(f"week {w} {d or 'group'}")
         blockers = [dep for dep in _all_deps(w) if (dep, d) in failed]

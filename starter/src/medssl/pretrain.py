@@ -43,6 +43,7 @@ from .utils import (
     get_logger,
     make_generator,
     prepare_out_dir,
+    progress_allowed,
     resolve_device,
     save_figure,
     save_torch,
@@ -252,7 +253,7 @@ def run(cfg: SSLConfig, out: str | Path, overwrite: bool = False) -> dict:
         model.train()
         total, count = 0.0, 0
         bar = tqdm(batches, total=steps_per_epoch, desc=f"{cfg.method} epoch {epoch}/{cfg.epochs}", leave=False,
-                   disable=not cfg.progress, dynamic_ncols=True)
+                   disable=not progress_allowed(cfg.progress), dynamic_ncols=True)
         for step, (v1, v2) in enumerate(bar, start=1):
             v1 = accel.channels_last(v1.to(device, non_blocking=True))
             v2 = accel.channels_last(v2.to(device, non_blocking=True))

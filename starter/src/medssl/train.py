@@ -68,6 +68,7 @@ from .utils import (
     check_fraction,
     make_generator,
     prepare_out_dir,
+    progress_allowed,
     resolve_device,
     save_figure,
     save_torch,
@@ -191,7 +192,8 @@ def train_one_epoch(model: nn.Module, batches, n_batches: int, optimizer: torch.
     """
     model.train()
     total, count = 0.0, 0
-    bar = tqdm(batches, total=n_batches, desc=desc, leave=False, disable=not progress, dynamic_ncols=True)
+    bar = tqdm(batches, total=n_batches, desc=desc, leave=False, disable=not progress_allowed(progress),
+               dynamic_ncols=True)
     for x, y in bar:
         if mixup is not None:
             x, soft = mixup(x, y)

@@ -88,7 +88,24 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
+# ------------------------------------------------------------------- progress bars
+def progress_allowed(requested: bool = True) -> bool:
+    """Whether to show a progress bar: ``requested``, unless ``TQDM_DISABLE`` is set in the environment.
+
+    tqdm reads ``TQDM_DISABLE`` only as the default of ``disable``; an explicit
+    ``disable=False`` wins over it. Batch runs (papermill, CI) set the variable
+    and must get no bars, whatever a notebook or CLI asked for.
+    """
+    return requested and os.environ.get("TQDM_DISABLE", "").strip().lower() not in ("1", "true", "yes")
+
+
 # ------------------------------------------------------------------- atomic writes
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; move it into place only on success.
@@ -103,6 +120,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
