@@ -31,7 +31,7 @@ from pathlib import Path
 from . import manifest as M
 from .cli import run_cli
 from .errors import ConfigError, MedSSLError, OutputExistsError
-from .utils import progress_allowed, relative_path
+from .utils import progress_bar, relative_path
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 LEVELS = ("missing", "malformed", "to add", "to write", "note")
@@ -585,8 +585,6 @@ def batch(weeks: Sequence[int], datasets: Sequence[str], student: str, results_r
           params: dict | None = None, overwrite: bool = False, notebooks_dir=None, kernel=None,
           progress: bool = True) -> list[RunOutcome]:
     """Run weeks x datasets in dependency order; a failure skips only the weeks that need it."""
-    from tqdm.auto import tqdm
-
     jobs: list[tuple[int, str | None]] = []
     for w in sorted(weeks):
         if M.core(w).location == "group":
@@ -596,8 +594,7 @@ def batch(weeks: Sequence[int], datasets: Sequence[str], student: str, results_r
     outcomes: list[RunOutcome] = []
     failed: set[tuple[int, str | None]] = set()
     declared = {w: notebook_parameters(notebook_path(w, notebooks_dir)) for w in sorted(set(weeks))}
-    bar = tqdm(jobs, desc="course", unit="notebook", disable=not progress_allowed(progress),
-               dynamic_ncols=True)
+    bar = progress_bar(jobs, progress, desc="course", unit="notebook")
     for w, d in bar:
         bar.set_postfix_str(f"week {w} {d or 'group'}")
         blockers = [dep for dep in _all_deps(w) if (dep, d) in failed]

@@ -27,7 +27,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from . import __version__, accel
 from .augment import ssl_augmentation
@@ -43,7 +42,7 @@ from .utils import (
     get_logger,
     make_generator,
     prepare_out_dir,
-    progress_allowed,
+    progress_bar,
     resolve_device,
     save_figure,
     save_torch,
@@ -252,8 +251,8 @@ def run(cfg: SSLConfig, out: str | Path, overwrite: bool = False) -> dict:
                                                   num_workers=0, drop_last=len(ds) % cfg.batch_size == 1)
         model.train()
         total, count = 0.0, 0
-        bar = tqdm(batches, total=steps_per_epoch, desc=f"{cfg.method} epoch {epoch}/{cfg.epochs}", leave=False,
-                   disable=not progress_allowed(cfg.progress), dynamic_ncols=True)
+        bar = progress_bar(batches, cfg.progress, total=steps_per_epoch, leave=False,
+                           desc=f"{cfg.method} epoch {epoch}/{cfg.epochs}")
         for step, (v1, v2) in enumerate(bar, start=1):
             v1 = accel.channels_last(v1.to(device, non_blocking=True))
             v2 = accel.channels_last(v2.to(device, non_blocking=True))

@@ -31,7 +31,6 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from . import __version__, accel
 from .augment import AugSpec, BatchAugment, supervised_augmentation
@@ -68,7 +67,7 @@ from .utils import (
     check_fraction,
     make_generator,
     prepare_out_dir,
-    progress_allowed,
+    progress_bar,
     resolve_device,
     save_figure,
     save_torch,
@@ -192,8 +191,7 @@ def train_one_epoch(model: nn.Module, batches, n_batches: int, optimizer: torch.
     """
     model.train()
     total, count = 0.0, 0
-    bar = tqdm(batches, total=n_batches, desc=desc, leave=False, disable=not progress_allowed(progress),
-               dynamic_ncols=True)
+    bar = progress_bar(batches, progress, total=n_batches, desc=desc, leave=False)
     for x, y in bar:
         if mixup is not None:
             x, soft = mixup(x, y)

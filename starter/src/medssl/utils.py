@@ -99,6 +99,13 @@ def progress_allowed(requested: bool = True) -> bool:
     return requested and os.environ.get("TQDM_DISABLE", "").strip().lower() not in ("1", "true", "yes")
 
 
+def progress_bar(iterable=None, enabled: bool = True, **kwargs):
+    """The library's one way to make a tqdm bar: shown when :func:`progress_allowed` says so."""
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, disable=not progress_allowed(enabled), dynamic_ncols=True, **kwargs)
+
+
 # ------------------------------------------------------------------- atomic writes
 def _umask() -> int:
     mask = os.umask(0)
