@@ -20,7 +20,7 @@ from nbformat.v4 import new_notebook
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from build_notebooks import SETUP, badge, code, execute, md  # noqa: E402
+from build_notebooks import badge, code, execute, md, setup_cell  # noqa: E402
 
 FILE = "Extra_Paradigms.ipynb"
 
@@ -90,7 +90,7 @@ SURVEY_SSL_EPOCHS = 20       # SimCLR epochs per dataset for the survey's SSL en
 def cells() -> list:
     return [
         md(f"{badge(FILE)}\n\n" + INTRO.strip()),
-        code(SETUP),
+        setup_cell(),
         code(PARAMS, tags=("parameters",)),
         code('''
         from pathlib import Path

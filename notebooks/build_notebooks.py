@@ -7,11 +7,15 @@
 The committed notebooks carry the outputs of a smoke-mode run (``--execute``),
 because nbval compares the cells marked ``# NBVAL_CHECK_OUTPUT`` against them.
 Needs the real data files in ``$MEDMNIST_ROOT`` for ``--execute``.
+
+The course's repository URL (Colab badges, the setup cell's clone) comes from
+``course.toml`` at the repository root: set it there after forking, then rebuild.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -27,9 +31,11 @@ sys.path.insert(0, str(HERE))
 
 import cells  # noqa: E402  (the text of every week's cells: notebooks/cells/weekNN.py)
 
+from medssl import manifest as M  # noqa: E402
+from medssl.course import PLACEHOLDER_URL, course_config, github_slug  # noqa: E402
+
 WEEKS = cells.WEEKS
 
-GITHUB_REPO = "your-org/medmnist-ssl"  # the course's GitHub repository: used by the Colab badge and the clone
 CHECK = "# NBVAL_CHECK_OUTPUT"
 
 
@@ -47,35 +53,70 @@ def code(text: str, check: bool = False, tags: tuple[str, ...] = ()):
     return cell
 
 
-def badge(name: str) -> str:
-    url = f"https://colab.research.google.com/github/{GITHUB_REPO}/blob/main/notebooks/{name}"
+def badge(name: str, cfg: dict | None = None) -> str:
+    """The "Open in Colab" badge of notebook ``name`` (Colab opens notebooks from GitHub only)."""
+    cfg = cfg or course_config()
+    slug = github_slug(cfg["repo_url"])
+    if slug is None:
+        return f"*(Open this notebook in Colab from the course's GitHub repository; `{cfg['repo_url']}` is not one.)*"
+    url = f"https://colab.research.google.com/github/{slug}/blob/{cfg['branch']}/notebooks/{name}"
     return f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({url})"
 
 
-SETUP = f'''
-# Setup: in Colab this clones the course repository and installs it; locally it only imports the library.
+# The first code cell of every week. In Colab (google.colab imported) it clones the course and installs the library
+# with only what Colab lacks; elsewhere it only imports the library. It cannot use medssl before installing it, so
+# it carries its own short error handling: one readable line instead of a traceback, and pip's or git's own output.
+SETUP_TEMPLATE = """
+# Setup: in Colab this clones the course repository and installs it; elsewhere it only imports the library.
+import importlib
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-REPO_URL = "https://github.com/{GITHUB_REPO}.git"
+REPO_URL = os.environ.get("MEDSSL_REPO_URL") or {repo_url}  # the course's repository (course.toml)
+
+
+class SetupError(Exception):
+    def _render_traceback_(self):  # show one readable line in the notebook, not a traceback
+        return [f"SetupError: {{self}}"]
+
+
+def _run(*cmd):
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode:
+        print(out.stdout[-4000:], out.stderr[-8000:], sep="\\n")
+        raise SetupError(f"`{{' '.join(cmd[:5])}} ...` failed with the message above.")
+
+
 try:
     import medssl
 except ImportError:
     if "google.colab" not in sys.modules:
-        raise ImportError("medssl is not installed: run  pip install -r requirements.txt  in the repository") from None
+        raise SetupError("medssl is not installed: run  pip install -r requirements.txt  in the course repository "
+                         "and start Jupyter from there.") from None
+    if {placeholder} in REPO_URL:
+        raise SetupError(f"The course's repository URL is still the placeholder {{REPO_URL}}: the instructor sets "
+                         "repo_url in course.toml and rebuilds the notebooks (or set MEDSSL_REPO_URL in this "
+                         "runtime).") from None
     if not Path("medmnist-ssl").exists():
-        subprocess.run(["git", "clone", "--depth", "1", REPO_URL, "medmnist-ssl"], check=True)
+        _run("git", "clone", "--depth", "1", REPO_URL, "medmnist-ssl")
     os.chdir("medmnist-ssl")
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-r", "requirements.txt"], check=True)
+    # only what Colab lacks: Colab's own torch, torchvision, ipykernel and jupyter stay as they are
+    _run(sys.executable, "-m", "pip", "install", "-q", "-e", "starter[colab]")
     sys.path.insert(0, str(Path("starter/src").resolve()))
+    importlib.invalidate_caches()
     import medssl
 
 from medssl import course_helpers as ch
 
 print(ch.device_banner())
-'''
+"""
+
+
+def setup_cell(cfg: dict | None = None) -> object:
+    cfg = cfg or course_config()
+    return code(SETUP_TEMPLATE.format(repo_url=json.dumps(cfg["repo_url"]), placeholder=json.dumps(PLACEHOLDER_URL)))
 
 
 def params_cell(extra: str, model: str, epochs_note: str, fracs: str = "None  # not used this week") -> object:
@@ -89,6 +130,7 @@ def params_cell(extra: str, model: str, epochs_note: str, fracs: str = "None  # 
         SEED = 42
         LABEL_FRACS = {fracs}
         RESULTS_ROOT = None          # None: results/ in the repository (a temporary folder in smoke mode)
+        DRIVE = None                 # None: in Colab, keep results/, runs/ and data in MyDrive/medmnist-ssl
         SMOKE = None                 # None: on when the environment has MEDSSL_SMOKE 1 or CI true (tiny, fast runs)
         OVERWRITE = None             # None: False (True in smoke mode); True replaces this week's files
         ''').strip()
@@ -101,14 +143,30 @@ def start_cell(week: int, extra_args: str = "") -> object:
     return code(textwrap.dedent("""
         wk = ch.WeekRun(week=WEEK, dataset=DATASET_KEY, student=STUDENT, model=MODEL_NAME, epochs=EPOCHS,
                         batch_size=BATCH_SIZE, seed=SEED, label_fracs=LABEL_FRACS, results_root=RESULTS_ROOT,
-                        smoke=SMOKE, overwrite=OVERWRITE""").strip().replace("WEEK", str(week))
+                        smoke=SMOKE, overwrite=OVERWRITE, drive=DRIVE""").strip().replace("WEEK", str(week))
                 + more + ")\nprint(wk.describe())", check=True)
 
 
-def build(week: int) -> nbformat.NotebookNode:
+HAND_IN_MD = """
+## Hand in
+The cell below zips your results folder (after the check above passed) into `handin/` next to `results/`, never
+replacing an earlier zip, and in Colab downloads it. Hand in the zip the way your instructor asked (upload it,
+or commit the folder to your fork); the instructor takes it in with `python -m medssl.course collect`.
+Run it again after you add files by hand (the screenshot) or write the README's places.
+"""
+
+
+def hand_in_cells() -> list:
+    return [md(HAND_IN_MD), code("zip_path = wk.hand_in()")]
+
+
+def build(week: int, cfg: dict | None = None) -> nbformat.NotebookNode:
+    cfg = cfg or course_config()
     mod = WEEKS[week]
-    body = [md(f"{badge(mod.FILE)}\n\n" + textwrap.dedent(mod.INTRO).strip()), code(SETUP)]
+    body = [md(f"{badge(mod.FILE, cfg)}\n\n" + textwrap.dedent(mod.INTRO).strip()), setup_cell(cfg)]
     body += mod.cells(md=md, code=code, params_cell=params_cell, start_cell=start_cell)
+    if M.core(week).location != "group":  # Weeks 9-10 are group work, handed in through the group's repository
+        body += hand_in_cells()
     nb = new_notebook(cells=body)
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.metadata["language_info"] = {"name": "python"}
@@ -147,10 +205,14 @@ def main(argv=None) -> int:
     p.add_argument("--execute", action="store_true", help="run in smoke mode and keep the outputs")
     p.add_argument("--results-root", default=None, help="smoke results root (default: a fresh temp folder)")
     args = p.parse_args(argv)
+    cfg = course_config()
+    if PLACEHOLDER_URL in cfg["repo_url"]:
+        print(f"note: course.toml still has the placeholder repo_url {cfg['repo_url']}: the Colab badges lead "
+              "nowhere and the setup cell stops in Colab until it is set to the course's repository.", flush=True)
     root = Path(args.results_root) if args.results_root else Path(tempfile.mkdtemp(prefix="medssl-build-")) / "results"
     for w in args.weeks:
         path = HERE / WEEKS[w].FILE
-        nbformat.write(build(w), path)
+        nbformat.write(build(w, cfg), path)
         msg = f"wrote {path.name}"
         if args.execute:
             msg += f" and executed it in smoke mode in {execute(path, root):.0f}s"

@@ -485,3 +485,103 @@ def test_run_facts_are_machine_independent_and_flag_bad_metrics():
     assert "trainable parameters 1,026 of 11,171,266, metrics valid: True" in text
     assert "broken:" in text and "metrics valid: False (bad: auroc)" in text
     assert f"{good['auroc']:.2f}" not in text  # no metric values: they differ in the last digits between CPUs
+
+
+# ------------------------------------------------------------------ publishing: the repository URL and the setup cell
+def test_course_config_and_github_slug(tmp_path):
+    cfg = course.course_config(REPO)
+    assert set(cfg) == {"repo_url", "branch"} and cfg["repo_url"].startswith("https://")
+    (tmp_path / "course.toml").write_text('[course]\nrepo_url = "https://github.com/uni-x/ssl-course.git"\n')
+    assert course.course_config(tmp_path) == {"repo_url": "https://github.com/uni-x/ssl-course.git", "branch": "main"}
+    assert course.github_slug("https://github.com/uni-x/ssl-course.git") == "uni-x/ssl-course"
+    assert course.github_slug("git@github.com:uni-x/ssl-course") == "uni-x/ssl-course"
+    assert course.github_slug("https://gitlab.com/uni-x/ssl-course") is None
+    (tmp_path / "course.toml").write_text('[course]\nrepo_url = ""\n')
+    with pytest.raises(ConfigError, match="repo_url"):
+        course.course_config(tmp_path)
+    with pytest.raises(ConfigError, match="not found"):
+        course.course_config(tmp_path / "elsewhere")
+
+
+def _setup_source(url: str) -> str:
+    import sys
+
+    sys.path.insert(0, str(REPO / "notebooks"))
+    try:
+        from build_notebooks import setup_cell
+    finally:
+        sys.path.remove(str(REPO / "notebooks"))
+    return setup_cell({"repo_url": url, "branch": "main"}).source
+
+
+def _run_setup(src: str, monkeypatch, tmp_path, colab: bool, pip_rc: int = 0):
+    """Execute the setup cell as in a fresh Colab runtime: medssl not importable, git and pip faked."""
+    import subprocess
+    import sys
+    import types
+
+    calls = []
+
+    def fake_run(cmd, **kw):
+        calls.append(list(cmd))
+        if cmd[0] == "git":
+            (tmp_path / cmd[-1] / "starter" / "src").mkdir(parents=True)
+            return subprocess.CompletedProcess(cmd, 0, "", "")
+        return subprocess.CompletedProcess(cmd, pip_rc, "pip says hello\n",
+                                           "ERROR: No matching distribution found for medmnist>=3.0.1\n")
+
+    tmp_path.mkdir(exist_ok=True)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    monkeypatch.setitem(sys.modules, "medssl", None)            # import medssl -> ImportError, as before installing
+    if colab:
+        monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+    else:
+        monkeypatch.delitem(sys.modules, "google.colab", raising=False)
+    with pytest.raises(Exception) as info:
+        exec(compile(src, "setup", "exec"), {"__name__": "__main__"})
+    return info.value, calls
+
+
+def test_setup_cell_stops_with_one_sentence_while_the_url_is_a_placeholder(monkeypatch, tmp_path):
+    src = _setup_source(course._COURSE_DEFAULTS["repo_url"])
+    monkeypatch.delenv(course.REPO_URL_ENV, raising=False)
+    err, calls = _run_setup(src, monkeypatch, tmp_path, colab=True)
+    assert calls == [], "nothing may be cloned from the placeholder URL"
+    lines = err._render_traceback_()                 # what IPython shows instead of a traceback
+    assert len(lines) == 1 and "placeholder" in lines[0] and "course.toml" in lines[0]
+    assert "MEDSSL_REPO_URL" in lines[0] and "CalledProcessError" not in lines[0]
+    err, calls = _run_setup(src, monkeypatch, tmp_path / "local", colab=False)
+    assert calls == [] and "pip install -r requirements.txt" in str(err)   # outside Colab: install locally
+
+
+def test_setup_cell_clones_the_override_url_and_shows_pips_own_error(monkeypatch, tmp_path, capsys):
+    src = _setup_source(course._COURSE_DEFAULTS["repo_url"])
+    monkeypatch.setenv(course.REPO_URL_ENV, "file:///srv/course.git")
+    err, calls = _run_setup(src, monkeypatch, tmp_path, colab=True, pip_rc=1)
+    assert calls[0] == ["git", "clone", "--depth", "1", "file:///srv/course.git", "medmnist-ssl"]
+    assert calls[1][1:] == ["-m", "pip", "install", "-q", "-e", "starter[colab]"]   # not requirements.txt
+    out = capsys.readouterr().out
+    assert "ERROR: No matching distribution found for medmnist" in out and "pip says hello" in out
+    assert type(err).__name__ == "SetupError" and "failed with the message above" in str(err)
+    assert len(err._render_traceback_()) == 1
+
+
+def test_run_takes_results_root_from_p_and_refuses_runner_parameters(monkeypatch, tmp_path):
+    seen = {}
+
+    def fake_run_week(week, dataset, student, results_root, smoke, params, *a, **kw):
+        seen.update(root=results_root, params=params)
+        return course.RunOutcome(week, dataset, student, out_dir=Path(results_root), notebook=Path("nb.ipynb"))
+
+    monkeypatch.setattr(course, "run_week", fake_run_week)
+    args = ["run", "--week", "1", "--dataset", "breastmnist", "--student", "alice"]
+    course.main(args + ["-p", "RESULTS_ROOT", str(tmp_path / "r"), "-p", "EPOCHS", "2"])
+    assert seen == {"root": str(tmp_path / "r"), "params": {"EPOCHS": 2}}       # checked where it ran
+    course.main(args)
+    assert seen["root"] == "results"
+    with pytest.raises(ConfigError, match="disagree"):
+        course.main(args + ["--results-root", "a", "-p", "RESULTS_ROOT", "b"])
+    monkeypatch.undo()
+    with pytest.raises(ConfigError, match="-p STUDENT is set by the runner.*--student"):
+        course.run_week(1, "breastmnist", "alice", tmp_path / "results", params={"STUDENT": "bob"})

@@ -123,11 +123,70 @@ def test_notebook_structure(week):
     params = [s for c, s in zip(cells, src) if "parameters" in c.get("metadata", {}).get("tags", [])]
     assert len(params) == 1, "exactly one cell tagged 'parameters'"
     for var in ("DATASET_KEY", "STUDENT", "MODEL_NAME", "EPOCHS", "BATCH_SIZE", "SEED", "LABEL_FRACS",
-                "RESULTS_ROOT", "SMOKE"):
+                "RESULTS_ROOT", "DRIVE", "SMOKE"):
         assert re.search(rf"^{var} = ", params[0], re.M), f"{var} not in the parameters cell"
-    assert "google.colab" in "".join(src) and "pip" in "".join(src)          # the Colab setup cell
+    assert "drive=DRIVE" in "".join(src)
     assert any(s.startswith("# NBVAL_CHECK_OUTPUT") for s in src)           # stable facts are regression-checked
-    assert "wk.finish()" in src[-1]                                           # ends by checking its own folder
+    code = [s for c, s in zip(cells, src) if c["cell_type"] == "code"]
+    if M.core(week).location == "group":
+        assert "wk.finish()" in code[-1]                                      # ends by checking its own folder
+    else:                                                                     # ... then zips it for handing in
+        assert "wk.finish()" in code[-2] and code[-1] == "zip_path = wk.hand_in()"
+
+
+@pytest.mark.parametrize("name", [M.core(w).notebook for w in M.WEEKS] + ["Extra_Paradigms.ipynb"])
+def test_setup_cell_clones_the_configured_repository_and_installs_only_the_colab_extra(name):
+    """The setup cell and badge come from course.toml (rebuild the notebooks after changing it)."""
+    import sys
+
+    sys.path.insert(0, str(NOTEBOOKS))
+    try:
+        from build_notebooks import badge, setup_cell
+    finally:
+        sys.path.remove(str(NOTEBOOKS))
+    from medssl.course import course_config
+
+    cfg = course_config(REPO)
+    cells = _cells(name)
+    assert "".join(cells[1]["source"]) == setup_cell(cfg).source, f"{name}: rebuild the notebooks"
+    assert badge(name, cfg) in "".join(cells[0]["source"])
+    setup = "".join(cells[1]["source"])
+    assert f'os.environ.get("MEDSSL_REPO_URL") or "{cfg["repo_url"]}"' in setup
+    assert '"-e", "starter[colab]"' in setup and "requirements.txt" not in setup.split("except ImportError")[1].split(
+        "SetupError(f")[1]
+
+
+def test_the_colab_extra_covers_what_the_notebooks_import():
+    """Every third-party module a notebook imports is a base dependency, in the colab extra, or Colab's own."""
+    import ast
+    import importlib.metadata as md
+    import sys
+
+    import tomllib
+
+    colab_own = {"torch", "torchvision", "ipython", "ipykernel", "jupyter", "notebook", "jupyter-client"}
+    project = tomllib.loads((REPO / "starter" / "pyproject.toml").read_text())["project"]
+    declared = {re.split(r"[<>=\[ ;]", d)[0].lower() for d in
+                project["dependencies"] + project["optional-dependencies"]["colab"]}
+    dists = md.packages_distributions()
+    for name in [M.core(w).notebook for w in M.WEEKS] + ["Extra_Paradigms.ipynb"]:
+        for c in _cells(name):
+            if c["cell_type"] != "code":
+                continue
+            try:
+                tree = ast.parse("".join(c["source"]))
+            except SyntaxError:
+                continue
+            for node in ast.walk(tree):
+                mods = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                    [node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level else [])
+                for mod in mods:
+                    top = mod.split(".")[0]
+                    if top in sys.stdlib_module_names or top in ("medssl", "google"):
+                        continue
+                    owners = {d.lower() for d in dists.get(top, [top])}
+                    assert owners & (declared | colab_own), f"{name} imports {top}: declare it in the colab extra"
+    assert {"umap-learn", "openpyxl"} <= declared
 
 
 @pytest.mark.parametrize("week", M.WEEKS)

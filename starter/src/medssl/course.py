@@ -7,10 +7,13 @@
     python -m medssl.course batch --weeks 1-8 --datasets breastmnist pneumoniamnist --student ta --smoke
     python -m medssl.course check results/week2/breastmnist/alice      # or a whole results/ tree
     python -m medssl.course aggregate                                  # class-wide tables in reports/
+    python -m medssl.course collect handins/*.zip --results-root class/results   # take in hand-in zips
 
 ``run`` executes ``notebooks/WeekNN_*.ipynb`` with papermill and keeps the
 executed copy in the results folder it filled. ``check`` validates folders
 against :mod:`medssl.manifest`, the one list of what each week must hold.
+``collect`` unpacks the students' hand-in zips (made by ``WeekRun.hand_in``)
+into a class's results tree, refusing any zip that is unsafe or mislabelled.
 """
 
 from __future__ import annotations
@@ -21,9 +24,13 @@ import json
 import math
 import os
 import re
+import shutil
+import stat
 import struct
 import sys
+import tempfile
 import time
+import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +65,42 @@ def notebook_path(week: int, notebooks_dir: str | os.PathLike | None = None) -> 
     if not path.exists():
         raise ConfigError(f"notebook {path} not found. Run from the repository root or pass --notebooks DIR.")
     return path
+
+
+# =============================================================== where the course is published
+COURSE_FILE = "course.toml"          # at the repository root: the one place for the course's repository URL
+REPO_URL_ENV = "MEDSSL_REPO_URL"     # overrides it in a running notebook's setup cell
+PLACEHOLDER_URL = "github.com/your-org/"
+_COURSE_DEFAULTS = {"repo_url": "https://github.com/your-org/medmnist-ssl", "branch": "main"}
+
+
+def course_config(root: str | os.PathLike | None = None) -> dict:
+    """``[course]`` of ``course.toml`` (``repo_url``, ``branch``) in the repository ``root``."""
+    path = Path(root or repo_root()) / COURSE_FILE
+    if not path.is_file():
+        raise ConfigError(f"{path} not found: the course's repository URL is set there (repo_url = \"https://...\").")
+    text = path.read_text(encoding="utf-8")
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10: the file is two plain key = "value" lines
+        data = dict(re.findall(r'^\s*(\w+)\s*=\s*"([^"]*)"', text, re.M))
+    else:
+        try:
+            data = tomllib.loads(text).get("course", {})
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path} is not valid TOML ({exc}).") from None
+    cfg = {**_COURSE_DEFAULTS, **{k: v for k, v in data.items() if k in _COURSE_DEFAULTS}}
+    for key, value in cfg.items():
+        if not isinstance(value, str) or not value.strip():
+            raise ConfigError(f"{path}: '{key}' should be a non-empty string, got {value!r}.")
+    return cfg
+
+
+def github_slug(url: str) -> str | None:
+    """``owner/name`` of a GitHub repository URL (https or ssh form), else None."""
+    m = re.fullmatch(r"(?:https?://(?:www\.)?|git@|ssh://git@)github\.com[/:]([\w.-]+)/([\w.-]+?)(?:\.git)?/?",
+                     url.strip())
+    return f"{m.group(1)}/{m.group(2)}" if m else None
 
 
 # =============================================================== checking
@@ -438,6 +481,11 @@ def parse_param(value: str):
         return value
 
 
+# notebook parameters that run_week sets from its own arguments (it checks the folder they lead to)
+RUNNER_PARAMS = {"RESULTS_ROOT": "--results-root", "STUDENT": "--student", "DATASET_KEY": "--dataset",
+                 "SMOKE": "--smoke", "OVERWRITE": "--overwrite"}
+
+
 def _has_submission(out_dir: Path, week: int) -> list[str]:
     if not out_dir.is_dir():
         return []
@@ -458,6 +506,10 @@ def run_week(week: int, dataset: str | None, student: str, results_root: str | o
         raise ConfigError(f"Week {week} needs --dataset (breastmnist or pneumoniamnist).")
     if not student or not re.fullmatch(r"[A-Za-z0-9_.-]+", student):
         raise ConfigError(f"--student must be a simple name (letters, digits, _ . -), got {student!r}.")
+    clash = sorted(set(params or {}) & set(RUNNER_PARAMS))
+    if clash:
+        raise ConfigError(f"-p {clash[0]} is set by the runner, which also checks and keeps the results where it "
+                          f"says: use {RUNNER_PARAMS[clash[0]]} instead.")
     nb = notebook_path(week, notebooks_dir)
     unknown = sorted(set(params or {}) - notebook_parameters(nb))
     if unknown:
@@ -883,6 +935,271 @@ def _group(rows, keys):
     return dict(sorted(out.items(), key=lambda kv: tuple(str(x) for x in kv[0])))
 
 
+# =============================================================== hand-in zips
+HANDIN_DIR = "handin"                # next to results/: where WeekRun.hand_in writes the zips
+COLLECT_MAX_BYTES = 2 * 1024 ** 3    # a week's folder is a few MB (Week 4 adds a ~45 MB encoder)
+COLLECT_MAX_FILES = 2000
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+_SKIPPED_PREFIXES = ("__MACOSX/",)   # written by macOS's Finder next to the real files; never extracted
+_SKIPPED_NAMES = {".DS_Store", "Thumbs.db", "desktop.ini"}
+
+
+class SubmissionRejected(ConfigError):
+    """A hand-in zip that ``collect`` will not take in (nothing of it is written)."""
+
+
+def submission_prefix(week: int, dataset: str, student: str) -> str:
+    """The one folder a hand-in zip holds: ``week<N>/<dataset>/<student>/`` (its place under results/)."""
+    return f"week{week}/{dataset}/{student}/"
+
+
+def make_submission_zip(folder: str | os.PathLike, week: int, dataset: str, student: str,
+                        out_dir: str | os.PathLike) -> Path:
+    """Zip a results folder as ``week<N>/<dataset>/<student>/...`` into ``out_dir``; never replaces a zip.
+
+    The zip is ``week<N>_<dataset>_<student>.zip``, or ``..._2.zip``, ``..._3.zip`` when earlier ones exist. It is
+    written to a temporary file and then linked into place, so no half-written zip is ever visible and an
+    existing one is never overwritten. Hidden files and symbolic links are left out.
+    """
+    folder, out_dir = Path(folder), Path(out_dir)
+    for name in (dataset, student):
+        if not _SAFE_NAME.fullmatch(name or ""):
+            raise ConfigError(f"{name!r} cannot name a hand-in (letters, digits, _ . - only).")
+    files = [p for p in sorted(folder.rglob("*")) if p.is_file() and not p.is_symlink()
+             and not any(part.startswith(".") for part in p.relative_to(folder).parts)]
+    if not files:
+        raise ConfigError(f"{folder} holds no files: nothing to hand in.")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    prefix = submission_prefix(week, dataset, student)
+    fd, tmp_name = tempfile.mkstemp(prefix=".handin.", suffix=".zip.tmp", dir=out_dir)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+            for p in files:
+                zf.write(p, prefix + p.relative_to(folder).as_posix())
+        stem = f"week{week}_{dataset}_{student}"
+        for i in range(1, 10_000):
+            dst = out_dir / (f"{stem}.zip" if i == 1 else f"{stem}_{i}.zip")
+            if dst.exists():
+                continue
+            try:
+                os.link(tmp, dst)          # atomic, and fails instead of replacing a zip that appeared meanwhile
+            except FileExistsError:
+                continue
+            except OSError:                # file systems without hard links (some network drives)
+                if dst.exists():
+                    continue
+                os.replace(tmp, dst)
+            return dst
+        raise ConfigError(f"{out_dir} already holds 9999 hand-ins of {stem}; remove old ones.")
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _unsafe_member(info: zipfile.ZipInfo) -> str | None:
+    """Why extracting ``info`` could write outside its folder or create something other than a file (else None)."""
+    name = info.filename
+    parts = name.rstrip("/").split("/")
+    if "\\" in name or name.startswith("/") or re.match(r"[A-Za-z]:", name) or any(p in ("..", ".", "") for p in parts):
+        return f"the entry '{name}' points outside the zip's folder (absolute path, '..' or a backslash)"
+    kind = stat.S_IFMT(info.external_attr >> 16)
+    if kind == stat.S_IFLNK:
+        return f"the entry '{name}' is a symbolic link"
+    if kind not in (0, stat.S_IFREG, stat.S_IFDIR):
+        return f"the entry '{name}' is not a plain file"
+    if info.flag_bits & 0x1:
+        return f"the entry '{name}' is encrypted"
+    return None
+
+
+def _declared_mismatch(name: str, data, week: int, dataset: str, student: str) -> str | None:
+    """Where a JSON or notebook in a hand-in says it belongs to another week, dataset or student."""
+    if name.endswith(".ipynb"):
+        m = re.match(r"Week0?(\d+)_", Path(name).name)
+        if m and int(m.group(1)) != week:
+            return f"{Path(name).name} is the Week {m.group(1)} notebook"
+        params = ((data.get("metadata") or {}).get("papermill") or {}).get("parameters") or {} \
+            if isinstance(data, dict) else {}
+        declared = {"student": params.get("STUDENT"), "dataset": params.get("DATASET_KEY")}
+    elif isinstance(data, dict):
+        course = data.get("course") if isinstance(data.get("course"), dict) else {}
+        declared = {"week": course.get("week"), "student": course.get("student"),
+                    "dataset": data.get("dataset", course.get("dataset"))}
+    else:
+        return None
+    want = {"week": week, "student": student, "dataset": dataset}
+    for key, value in declared.items():
+        if value is not None and not isinstance(value, (dict, list)) and value != want[key]:
+            return f"{Path(name).name} records {key} {value!r}"
+    return None
+
+
+def inspect_submission_zip(path: str | os.PathLike, max_bytes: int = COLLECT_MAX_BYTES,
+                           max_files: int = COLLECT_MAX_FILES) -> tuple[int, str, str, list[zipfile.ZipInfo]]:
+    """Validate a hand-in zip without extracting anything: ``(week, dataset, student, file entries)``.
+
+    A hand-in declares where it belongs by its one top folder ``week<N>/<dataset>/<student>/``; every metrics
+    JSON (its ``course`` block and ``dataset``) and executed notebook inside must agree with that folder.
+    Raises :class:`SubmissionRejected` saying why otherwise: a corrupt zip, an entry that would land outside
+    the folder (``..``, absolute paths, symbolic links), files outside the one folder, or a mislabelled file.
+    """
+    path = Path(path)
+    label = path.name
+    if not path.is_file():
+        raise SubmissionRejected(f"{path} does not exist.")
+    try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise SubmissionRejected(f"{label} is not a readable zip file (corrupt, truncated or not a zip: {exc}).") \
+            from None
+    with zf:
+        members, seen = [], set()
+        for info in zf.infolist():
+            if info.filename.startswith(_SKIPPED_PREFIXES) or Path(info.filename).name in _SKIPPED_NAMES:
+                continue
+            why = _unsafe_member(info)
+            if why:
+                raise SubmissionRejected(f"{label}: {why}.")
+            if info.is_dir():
+                continue
+            if info.filename in seen:
+                raise SubmissionRejected(f"{label} holds '{info.filename}' twice.")
+            seen.add(info.filename)
+            members.append(info)
+        if not members:
+            raise SubmissionRejected(f"{label} holds no files.")
+        layout = "every file has to be inside one folder week<N>/<dataset>/<student>/ (as the notebook's hand-in " \
+                 "cell writes it)"
+        tops = {tuple(i.filename.split("/")[:3]) for i in members}
+        shallow = [i.filename for i in members if i.filename.count("/") < 3]
+        if shallow or len(tops) != 1:
+            found = ", ".join(sorted("/".join(t) for t in tops)[:4])
+            raise SubmissionRejected(f"{label}: {layout}; found {found}.")
+        (week_part, dataset, student), = tops
+        m = re.fullmatch(r"week(\d+)", week_part)
+        if not m or int(m.group(1)) not in M.WEEKS:
+            raise SubmissionRejected(f"{label}: {layout}; '{week_part}' is not week1 ... week8.")
+        week = int(m.group(1))
+        if M.core(week).location == "group":
+            raise SubmissionRejected(f"{label}: Week {week} is group work, handed in through the group's repository; "
+                                     "collect takes the per-student Weeks 1-8.")
+        for name, what in ((dataset, "dataset"), (student, "student")):
+            if not _SAFE_NAME.fullmatch(name):
+                raise SubmissionRejected(f"{label}: the {what} folder {name!r} is not a simple name.")
+        if len(members) > max_files:
+            raise SubmissionRejected(f"{label} holds {len(members)} files (at most {max_files}).")
+        total = sum(i.file_size for i in members)
+        if total > max_bytes:
+            raise SubmissionRejected(f"{label} unpacks to {total / 2 ** 20:.0f} MB "
+                                     f"(at most {max_bytes / 2 ** 20:.0f} MB).")
+        try:
+            bad = zf.testzip()
+        except (zipfile.BadZipFile, OSError, EOFError, RuntimeError, NotImplementedError, ValueError) as exc:
+            raise SubmissionRejected(f"{label} is corrupt ({type(exc).__name__}: {exc}).") from None
+        if bad is not None:
+            raise SubmissionRejected(f"{label} is corrupt: '{bad}' fails its checksum.")
+        for info in members:
+            if not info.filename.endswith((".json", ".ipynb")) or info.file_size > 64 * 2 ** 20:
+                continue
+            try:
+                data = json.loads(zf.read(info).decode("utf-8"))
+            except (ValueError, UnicodeDecodeError):
+                continue                   # unreadable JSON: the checker reports it as malformed
+            why = _declared_mismatch(info.filename, data, week, dataset, student)
+            if why:
+                where = submission_prefix(week, dataset, student)
+                raise SubmissionRejected(f"{label}: {why}, but the zip's folder is {where} -- it belongs to another "
+                                         "week, dataset or student.")
+    return week, dataset, student, members
+
+
+@dataclass
+class Collected:
+    zip: Path
+    status: str                    # taken in | rejected
+    message: str = ""
+    folder: Path | None = None
+    report: CheckReport | None = None
+
+    def ok(self) -> bool:
+        return self.status == "taken in" and self.report is not None and self.report.passed()
+
+    def format(self) -> str:
+        if self.status == "rejected":
+            return f"rejected  {self.zip.name}: {self.message} Nothing was written."
+        head = f"taken in  {self.zip.name} -> {self.folder}" + (f" ({self.message})" if self.message else "")
+        return head + ("\n" + self.report.format(label=str(self.folder)) if self.report else "")
+
+
+def _extract(path: Path, members: Sequence[zipfile.ZipInfo], into: Path) -> None:
+    into = into.resolve()
+    with zipfile.ZipFile(path) as zf:
+        for info in members:
+            target = (into / info.filename).resolve()
+            if into not in target.parents:  # inspect_submission_zip refused these already; never trust one check
+                raise SubmissionRejected(f"{path.name}: the entry '{info.filename}' points outside its folder.")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            written = 0
+            with zf.open(info) as src, open(target, "wb") as dst:
+                while chunk := src.read(1 << 20):
+                    written += len(chunk)
+                    if written > info.file_size:
+                        raise SubmissionRejected(f"{path.name}: '{info.filename}' is larger than its header says.")
+                    dst.write(chunk)
+
+
+def collect(zips: Iterable[str | os.PathLike], results_root: str | os.PathLike, overwrite: bool = False,
+            max_bytes: int = COLLECT_MAX_BYTES) -> list[Collected]:
+    """Take hand-in zips into a class's results tree, each checked like ``course check``.
+
+    A rejected zip (see :func:`inspect_submission_zip`, or a submission already there without ``overwrite``)
+    writes nothing. An accepted one is unpacked into a hidden staging folder inside ``results_root`` and then
+    moved into ``week<N>/<dataset>/<student>/`` in one rename; with ``overwrite`` it replaces the earlier one.
+    """
+    results_root = Path(results_root)
+    out: list[Collected] = []
+    for z in zips:
+        z = Path(z)
+        try:
+            week, dataset, student, members = inspect_submission_zip(z, max_bytes=max_bytes)
+            dest = M.results_dir(results_root, week, dataset, student)
+            if dest.is_symlink() or dest.exists() and not dest.is_dir():
+                raise SubmissionRejected(f"{dest} exists and is not a folder.")
+            replaced = dest.is_dir() and any(dest.iterdir())
+            if replaced and not overwrite:
+                raise SubmissionRejected(f"{dest} already holds a submission; pass --overwrite to replace it with "
+                                         f"{z.name}.")
+        except SubmissionRejected as exc:
+            out.append(Collected(z, "rejected", str(exc)))
+            continue
+        if results_root.exists() and not results_root.is_dir():
+            raise ConfigError(f"{results_root} is not a folder.")
+        made_root = not results_root.exists()
+        results_root.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".collect-", dir=results_root))
+        try:
+            _extract(z, members, staging)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if dest.exists():
+                os.replace(dest, staging / "previous")
+            os.replace(staging / submission_prefix(week, dataset, student).rstrip("/"), dest)
+        except (SubmissionRejected, OSError, zipfile.BadZipFile) as exc:
+            if not dest.exists() and (staging / "previous").exists():
+                os.replace(staging / "previous", dest)
+            shutil.rmtree(staging, ignore_errors=True)
+            if made_root and not any(results_root.iterdir()):
+                results_root.rmdir()
+            out.append(Collected(z, "rejected", str(exc) if isinstance(exc, SubmissionRejected)
+                                 else f"{z.name} could not be unpacked ({type(exc).__name__}: {exc})."))
+            continue
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        out.append(Collected(z, "taken in", "replaced the earlier submission" if replaced else "", dest,
+                             check_folder(dest, week, dataset, student)))
+    return out
+
+
 # =============================================================== CLI
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m medssl.course", description=__doc__.split("\n\n")[0])
@@ -890,7 +1207,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     def common_run(sp):
         sp.add_argument("--student", required=True, help="your name: results go to results/week<N>/<dataset>/<name>")
-        sp.add_argument("--results-root", default="results", help="the course's results folder (default results)")
+        sp.add_argument("--results-root", default=None,
+                        help="the course's results folder (default results; -p RESULTS_ROOT DIR means the same)")
         sp.add_argument("--smoke", action="store_true", help="tiny epochs and subsets (CI / a quick try)")
         sp.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
                         help="override a notebook parameter, e.g. -p EPOCHS 10 -p MODEL_NAME resnet18")
@@ -919,6 +1237,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--tasks", nargs="*", default=None, help="extra tasks that must be there (ids, or 'auto')")
     c.add_argument("--strict", action="store_true", help="also fail on files to add by hand / text still to write")
 
+    co = sub.add_parser("collect", help="take in hand-in zips: unpack each into a results tree and check it")
+    co.add_argument("zips", nargs="+", metavar="ZIP", help="hand-in zips (week<N>_<dataset>_<student>.zip)")
+    co.add_argument("--results-root", required=True, help="the class's results folder to unpack into")
+    co.add_argument("--overwrite", action="store_true", help="replace a submission that is already there")
+    co.add_argument("--max-mb", type=int, default=COLLECT_MAX_BYTES // 2 ** 20,
+                    help="refuse zips that unpack to more than this")
+
     a = sub.add_parser("aggregate", help="class-wide tables and plots in reports/")
     a.add_argument("--results-root", default="results")
     a.add_argument("--out", default=None, help="output folder (default: reports/ next to results/)")
@@ -935,22 +1260,37 @@ def _params(pairs) -> dict:
     return out
 
 
+def _runner_args(args) -> tuple[str, dict]:
+    """(results root, notebook parameters) of run / batch: ``-p RESULTS_ROOT DIR`` is ``--results-root DIR``."""
+    params = _params(args.param)
+    root = args.results_root
+    if "RESULTS_ROOT" in params:
+        value = params.pop("RESULTS_ROOT")
+        if value not in (None, ""):
+            if root is not None and Path(root).resolve() != Path(str(value)).resolve():
+                raise ConfigError(f"-p RESULTS_ROOT {value} and --results-root {root} disagree: give only "
+                                  "--results-root.")
+            root = str(value)
+    return root or "results", params
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.cmd == "run":
-        oc = run_week(args.week, args.dataset, args.student, args.results_root, args.smoke, _params(args.param),
+        results_root, params = _runner_args(args)
+        oc = run_week(args.week, args.dataset, args.student, results_root, args.smoke, params,
                       args.overwrite, args.notebooks, args.kernel, log_output=args.log_output)
         print(oc.check.format(label=str(oc.out_dir)) if oc.check else "")
         print(f"Week {args.week} done in {oc.seconds:.0f}s -> {oc.out_dir} (executed notebook: {oc.notebook.name})")
         return 0
     if args.cmd == "batch":
-        params = _params(args.param)
+        results_root, params = _runner_args(args)
         known = set().union(*(notebook_parameters(notebook_path(w, args.notebooks)) for w in parse_weeks(args.weeks)))
         unknown = sorted(set(params) - known)
         if unknown:
             raise ConfigError(f"-p {', '.join(unknown)}: no notebook of these weeks has such a parameter "
                               f"(known: {', '.join(sorted(known))}).")
-        outcomes = batch(parse_weeks(args.weeks), args.datasets, args.student, args.results_root, args.smoke,
+        outcomes = batch(parse_weeks(args.weeks), args.datasets, args.student, results_root, args.smoke,
                          params, args.overwrite, args.notebooks, args.kernel,
                          progress=not args.no_progress)
         table = summary_table(outcomes)
@@ -976,6 +1316,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         n_ok = sum(r.passed(args.strict) for r in reports)
         print(f"\n{n_ok} of {len(reports)} folder(s) pass" + (" (strict)" if args.strict else ""))
         return 0 if n_ok == len(reports) else 1
+    if args.cmd == "collect":
+        done = collect(args.zips, args.results_root, overwrite=args.overwrite, max_bytes=args.max_mb * 2 ** 20)
+        for c in done:
+            print(c.format() + "\n")
+        taken = [c for c in done if c.status == "taken in"]
+        failing = [c for c in taken if not c.ok()]
+        print(f"{len(taken)} of {len(done)} zip(s) taken in into {args.results_root}"
+              + (f"; {len(done) - len(taken)} rejected" if len(taken) < len(done) else "")
+              + (f"; {len(failing)} taken in but failing the check" if failing else ""))
+        if taken:
+            print(f"class tables: python -m medssl.course aggregate --results-root {args.results_root}")
+        return 0 if len(taken) == len(done) and not failing else 1
     if args.cmd == "aggregate":
         res = aggregate(args.results_root, args.out, args.include_smoke)
         for k, v in res["paths"].items():

@@ -8,8 +8,14 @@ A notebook starts a :class:`WeekRun` from its parameters cell::
 
 and then trains (``wk.train``), writes its files (``wk.save_figure``,
 ``wk.publish_metrics``, ...) and ends with ``wk.finish()``, which runs the
-submission checker on the folder it filled. Every file name goes through
+submission checker on the folder it filled, and ``wk.hand_in()``, which zips
+that folder for handing in. Every file name goes through
 :mod:`medssl.manifest`, so a notebook can only write what its week declares.
+
+In Colab (``DRIVE = None`` or ``True``), ``WeekRun`` mounts Google Drive and keeps
+``results/``, ``runs/``, ``handin/`` and the MedMNIST files in
+``MyDrive/medmnist-ssl/``, so a later week finds an earlier week's encoder and
+runs after the runtime was reset. Elsewhere nothing changes.
 
 Smoke mode (``SMOKE = True``, or ``MEDSSL_SMOKE=1`` / ``CI=true`` in the
 environment) runs the same code on tiny settings -- 1 epoch, at most
@@ -26,6 +32,7 @@ import math
 import os
 import platform
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -34,7 +41,7 @@ import numpy as np
 
 from . import __version__
 from . import manifest as M
-from .course import check_folder, check_group, repo_root
+from .course import HANDIN_DIR, check_folder, check_group, make_submission_zip, repo_root
 from .errors import ConfigError, OutputExistsError
 from .plots import label_fraction_axis
 from .utils import get_logger, relative_path, save_figure, write_json, write_text
@@ -78,7 +85,7 @@ def environment() -> dict:
     gpu = torch.cuda.get_device_name(0) if dev.type == "cuda" else None
     return {"python": platform.python_version(), "torch": torch.__version__, "medssl": __version__,
             "device": str(dev), "gpu": gpu, "platform": platform.platform(terse=True),
-            "colab": "google.colab" in __import__("sys").modules}
+            "colab": in_colab()}
 
 
 def device_banner() -> str:
@@ -87,6 +94,48 @@ def device_banner() -> str:
         return f"GPU: {env['gpu']} (torch {env['torch']})"
     return (f"No GPU found: running on {env['device']} (torch {env['torch']}). Fine for smallcnn and smoke runs; "
             "in Colab use Runtime > Change runtime type > GPU for ResNet-18 and SSL.")
+
+
+# ================================================================== Colab: Google Drive
+DRIVE_FOLDER = "medmnist-ssl"            # MyDrive/<this> holds results/, runs/, handin/ and the MedMNIST files
+DRIVE_MOUNT_ENV = "MEDSSL_DRIVE_MOUNT"   # where Drive is mounted (default: Colab's /content/drive)
+COLAB_DRIVE_MOUNT = "/content/drive"
+_DRIVE: dict[str, Path] = {}
+
+
+def in_colab() -> bool:
+    """True in a Google Colab kernel (which imports ``google.colab`` at start-up)."""
+    return "google.colab" in sys.modules
+
+
+def drive_folder(drive: bool | None = None, folder: str = DRIVE_FOLDER) -> Path | None:
+    """In Colab, mount Google Drive (once) and return ``MyDrive/<folder>``; None when Drive is off.
+
+    ``drive=None`` means on in Colab and off elsewhere, where nothing changes. The folder keeps
+    ``results/``, ``runs/`` and ``handin/``; ``$MEDMNIST_ROOT`` points at its ``medmnist/`` (unless it is set
+    already), so the data are downloaded once and survive a runtime reset like everything else.
+    """
+    if drive is None:
+        drive = in_colab()
+    if not drive:
+        return None
+    if not in_colab():
+        raise ConfigError("DRIVE = True needs Google Colab (it keeps your files on Google Drive); set DRIVE = None "
+                          "or False here, where results/ and runs/ stay in the repository.")
+    if folder not in _DRIVE:
+        mount = Path(os.environ.get(DRIVE_MOUNT_ENV) or COLAB_DRIVE_MOUNT)
+        if not (mount / "MyDrive").is_dir():
+            from google.colab import drive as gdrive
+
+            gdrive.mount(str(mount))
+        if not (mount / "MyDrive").is_dir():
+            raise ConfigError(f"Google Drive did not mount at {mount}: run this cell again and allow access, or set "
+                              "DRIVE = False to keep files on this runtime only (they are lost when it resets).")
+        base = mount / "MyDrive" / folder
+        (base / "medmnist").mkdir(parents=True, exist_ok=True)
+        os.environ.setdefault("MEDMNIST_ROOT", str(base / "medmnist"))
+        _DRIVE[folder] = base
+    return _DRIVE[folder]
 
 
 # ================================================================== README builder
@@ -226,7 +275,8 @@ class WeekRun:
                  model: str | None = None, epochs: int | None = None, batch_size: int | None = None,
                  seed: int = 42, label_fracs: Sequence[float] | None = None,
                  results_root: str | os.PathLike | None = None, smoke: bool | None = None,
-                 overwrite: bool | None = None, tasks: str | Sequence[str] | None = "auto", **extra):
+                 overwrite: bool | None = None, tasks: str | Sequence[str] | None = "auto",
+                 drive: bool | None = False, **extra):
         from .registry import get_spec
 
         self.week = M.check_week(week)
@@ -245,6 +295,7 @@ class WeekRun:
         self.overwrite = self.smoke if overwrite is None else bool(overwrite)
         self.extra = dict(extra)
         self.stem = SMOKE_STEM if self.smoke else "auto"
+        self.drive = drive_folder(drive)  # Colab: MyDrive/medmnist-ssl (results/ and runs/ survive a reset)
         self.results_root = self._resolve_results_root(results_root)
         self.root = self.results_root.parent
         self.tasks = M.resolve_tasks(self.week, dataset or "", tasks) if (dataset and not self.group) else []
@@ -265,7 +316,9 @@ class WeekRun:
     def _resolve_results_root(self, results_root) -> Path:
         if results_root:
             p = Path(results_root).expanduser()
-            return (p if p.is_absolute() else repo_root() / p).resolve()
+            return (p if p.is_absolute() else (self.drive or repo_root()) / p).resolve()
+        if self.drive:
+            return self.drive / "results"
         if self.smoke:
             env = os.environ.get(SMOKE_RESULTS_ENV)
             return Path(env).resolve() if env else Path(tempfile.gettempdir()) / "medssl-smoke" / "results"
@@ -314,6 +367,8 @@ class WeekRun:
         if not self.group:
             lines.append(f"dataset: {self.dataset} ({self.spec.describe_positive()})")
             lines.append(f"results folder: {self.rel(self.out)}/")
+        if self.drive:
+            lines.append(f"kept on Google Drive in {self.root}/ (results/, runs/, handin/, medmnist/)")
         lines.append(f"smoke mode: {self.smoke}")
         lines.append("")
         lines.append(M.describe(self.week, self.dataset, [t.id for t in self.tasks]) if not self.group
@@ -522,15 +577,21 @@ class WeekRun:
         return self.job(name, {**cfg.to_dict(), "finetune": finetune, "compare_inits": compare_inits},
                         lambda o: probe_run(cfg, o, overwrite=True, do_finetune=finetune, compare_inits=compare_inits))
 
+    def _how_to_run(self, week: int) -> str:
+        if self.drive:
+            return (f"Run the Week {week} notebook first, in Colab with DRIVE on and the same DATASET_KEY "
+                    f"({self.dataset}) and STUDENT ({self.student}): it keeps its files in {self.root}/.")
+        return (f"Run Week {week} first for the same dataset and student:\n    python -m medssl.course run "
+                f"--week {week} --dataset {self.dataset} --student {self.student}" + (" --smoke" if self.smoke else "")
+                + (f" --results-root {self.results_root}" if self.results_root != repo_root() / "results" else ""))
+
     def previous_run(self, week: int, relpath: str, what: str) -> Path:
         """A file in an earlier week's ``runs/`` folder, with the command to make it when it is missing."""
         path = self.root / "runs" / f"week{week}" / self.dataset / self.student / relpath
         if not path.exists():
             raise ConfigError(
                 f"Week {self.week} needs Week {week}'s {what}: {self.rel(path)} is missing (runs/ is not in git, so "
-                f"a fresh clone has to recompute it). Run Week {week} first:\n    python -m medssl.course run "
-                f"--week {week} --dataset {self.dataset} --student {self.student}" + (" --smoke" if self.smoke else "")
-                + (f" --results-root {self.results_root}" if self.results_root != repo_root() / "results" else ""))
+                f"a fresh clone has to recompute it). {self._how_to_run(week)}")
         return path
 
     def run_dir(self, name: str, week: int | None = None) -> Path:
@@ -544,10 +605,7 @@ class WeekRun:
         path = folder / name if name else folder
         if not path.exists():
             raise ConfigError(
-                f"Week {self.week} needs Week {week}'s {what}: {self.rel(path)} is missing. Run Week {week} first "
-                f"for the same dataset and student:\n    python -m medssl.course run --week {week} "
-                f"--dataset {self.dataset} --student {self.student}" + (" --smoke" if self.smoke else "")
-                + (f" --results-root {self.results_root}" if self.results_root != repo_root() / "results" else ""))
+                f"Week {self.week} needs Week {week}'s {what}: {self.rel(path)} is missing. {self._how_to_run(week)}")
         return path
 
     # ------------------------------------------------------------ the end
@@ -566,6 +624,40 @@ class WeekRun:
         if todo:
             print("\nBefore you hand in: add the files marked 'to add' and write the places marked 'to write'.")
         return report
+
+    def hand_in(self, download: bool | None = None) -> Path | None:
+        """Zip the checked results folder into ``handin/`` next to ``results/``; in Colab, download it.
+
+        The zip holds ``week<N>/<dataset>/<student>/...``, the layout ``python -m medssl.course collect``
+        takes in. An earlier zip is never replaced: a new hand-in gets the next free name (``..._2.zip``).
+        ``download=None`` downloads in Colab only. Weeks 9-10 are group work and have no per-student zip.
+        """
+        if self.group:
+            print(f"Week {self.week} is group work: hand it in through your group's repository (commit the files "
+                  "listed above and push), not as a zip.")
+            return None
+        report = check_folder(self.out, self.week, self.dataset, self.student,
+                              tasks=[t.id for t in self.tasks] or None)
+        if not report.passed():
+            print(report.format(label=self.rel(self.out)))
+            raise ConfigError(f"the Week {self.week} folder does not pass the check (see above): nothing was zipped.")
+        path = make_submission_zip(self.out, self.week, self.dataset, self.student, self.root / HANDIN_DIR)
+        import zipfile
+
+        with zipfile.ZipFile(path) as zf:
+            n = len(zf.infolist())
+        print(f"hand-in zip: {self.rel(path)} ({n} files, {path.stat().st_size / 1024:.0f} KB)")
+        todo = report.of("to add", "to write")
+        if todo:
+            print(f"still {len(todo)} item(s) to add or write (listed by the check above): do them and run this cell "
+                  "again; the new zip gets the next free name.")
+        if in_colab() if download is None else download:
+            if not in_colab():
+                raise ConfigError("download=True works in Colab only; the zip is at the path above.")
+            from google.colab import files
+
+            files.download(str(path))
+        return path
 
 
 # ================================================================== galleries
@@ -859,5 +951,5 @@ def best_by_val_auroc(results: Mapping[str, Mapping]) -> str:
     return max(results, key=lambda k: score(results[k]))
 
 
-__all__ = ["Readme", "WeekRun", "best_by_val_auroc", "device_banner", "environment", "markdown_table",
-           "metrics_rows", "self_check", "smoke_from_env"]
+__all__ = ["Readme", "WeekRun", "best_by_val_auroc", "device_banner", "drive_folder", "environment", "in_colab",
+           "markdown_table", "metrics_rows", "self_check", "smoke_from_env"]
