@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from throughput import seed_style_loader
 
-from medssl.data import load_splits
+from medssl.data import load_splits, stratified_fraction
 from medssl.models import build_model
 from medssl.registry import get_spec
 from medssl.train import TrainConfig, cosine_schedule, evaluate, run
@@ -44,13 +44,19 @@ from medssl.utils import resolve_device, set_seed, write_json
 
 
 def seed_style_run(key: str, arch: str, epochs: int, batch_size: int, lr: float, weight_decay: float, seed: int,
-                   size: int, workers: int, device: torch.device) -> dict:
+                   size: int, workers: int, device: torch.device, label_frac: float = 1.0) -> dict:
     """The seed projects' way: per-image PIL augmentation, fp32, a hand-written loop; best val AUROC -> test."""
     set_seed(seed)
     spec = get_spec(key)
     splits = load_splits(key, size=size)
     model = build_model(arch, spec.n_classes, spec.n_channels, input_size=size, stem="small").to(device)
     loader = seed_style_loader(key, size, batch_size, ssl=False, workers=workers)
+    if label_frac < 1.0:  # the same stratified subset medssl.train.run draws for (label_frac, seed)
+        idx = stratified_fraction(splits["train"].labels, label_frac, seed)
+        loader = torch.utils.data.DataLoader(torch.utils.data.Subset(loader.dataset, idx.tolist()),
+                                             batch_size=batch_size, shuffle=True, num_workers=workers,
+                                             pin_memory=loader.pin_memory, drop_last=True,
+                                             persistent_workers=workers > 0)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     sched = cosine_schedule(opt, len(loader) * epochs)
     best, best_state, best_epoch = -math.inf, None, 0
@@ -75,9 +81,10 @@ def seed_style_run(key: str, arch: str, epochs: int, batch_size: int, lr: float,
 
 
 def library_run(key: str, arch: str, epochs: int, batch_size: int, lr: float, weight_decay: float, seed: int,
-                size: int, device: str) -> dict:
+                size: int, device: str, label_frac: float = 1.0) -> dict:
     cfg = TrainConfig(dataset=key, model=arch, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-                      seed=seed, size=size, aug="light", stem="small", device=device, progress=False)
+                      seed=seed, size=size, aug="light", stem="small", device=device, progress=False,
+                      label_frac=label_frac)
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         m = run(cfg, Path(tmp) / "run")
@@ -96,23 +103,31 @@ def main(argv=None) -> int:
     p.add_argument("--weight-decay", type=float, default=1e-4)
     p.add_argument("--seeds", type=int, nargs="+", default=[42])
     p.add_argument("--size", type=int, default=28)
+    p.add_argument("--label-frac", type=float, default=1.0,
+                   help="train both pipelines on the same stratified fraction of the training split (smoke runs)")
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers for the seed-style pipeline")
     p.add_argument("--device", default="auto")
     p.add_argument("--out", default=None, help="JSON file for the results")
     a = p.parse_args(argv)
     device = resolve_device(a.device)
-    rows = []
+    result = {"device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
+              else "cpu", "torch": torch.__version__, "args": vars(a), "dataset": a.dataset,
+              "synthetic": get_spec(a.dataset).synthetic, "status": "running", "runs": [], "mean_std": {}}
+    rows = result["runs"]
     for seed in a.seeds:
         common = dict(key=a.dataset, arch=a.model, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
-                      weight_decay=a.weight_decay, seed=seed, size=a.size)
-        for row in (seed_style_run(**common, workers=a.workers, device=device),
-                    library_run(**common, device=str(device))):
+                      weight_decay=a.weight_decay, seed=seed, size=a.size, label_frac=a.label_frac)
+        for pipeline in ("seed", "library"):
+            row = (seed_style_run(**common, workers=a.workers, device=device) if pipeline == "seed"
+                   else library_run(**common, device=str(device)))
             row["seed"] = seed
             rows.append(row)
             print(f"seed {seed} {row['pipeline']:>7}: test acc {row['acc']:.4f} auroc {row['auroc']:.4f} "
                   f"(val auroc {row['val_auroc']:.4f}, best epoch {row['best_epoch']}) in {row['train_seconds']:.0f}s",
                   flush=True)
-    summary = {}
+            if a.out:  # after every run, so a run stopped by a time limit keeps what it finished
+                write_json(a.out, result)
+    summary = result["mean_std"]
     for pipe in ("seed", "library"):
         got = [r for r in rows if r["pipeline"] == pipe]
         summary[pipe] = {k: [float(np.mean([r[k] for r in got])), float(np.std([r[k] for r in got]))]
@@ -120,8 +135,7 @@ def main(argv=None) -> int:
         print(f"{pipe:>7}: acc {summary[pipe]['acc'][0]:.4f} ± {summary[pipe]['acc'][1]:.4f}, "
               f"auroc {summary[pipe]['auroc'][0]:.4f} ± {summary[pipe]['auroc'][1]:.4f}, "
               f"{summary[pipe]['train_seconds'][0]:.0f}s per run")
-    result = {"device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
-              else "cpu", "torch": torch.__version__, "args": vars(a), "runs": rows, "mean_std": summary}
+    result["status"] = "done"
     if a.out:
         write_json(a.out, result)
         print(f"wrote {a.out}")

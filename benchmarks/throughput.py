@@ -76,6 +76,25 @@ class SeedTwoViews(torch.utils.data.Dataset):
         return self.transform(pil), self.transform(pil)
 
 
+class SeedImages(torch.utils.data.Dataset):
+    """medmnist's dataset class for a synthetic set (it has none): a PIL image per item, transformed.
+
+    ``images`` come as the library stores them, (N, C, H, W); ``imgs`` is medmnist's layout, (N, H, W[, C]).
+    """
+
+    def __init__(self, images, labels, transform):
+        self.imgs = images[:, 0] if images.shape[1] == 1 else images.transpose(0, 2, 3, 1)
+        self.labels, self.transform = labels, transform
+
+    def __len__(self):
+        return len(self.imgs)
+
+    def __getitem__(self, i):
+        from PIL import Image
+
+        return self.transform(Image.fromarray(self.imgs[i])), int(self.labels[i])
+
+
 def seed_style_loader(key: str, size: int, batch_size: int, ssl: bool, workers: int):
     """The seed projects' input pipeline: PIL transforms per image in DataLoader workers."""
     import medmnist
@@ -88,8 +107,13 @@ def seed_style_loader(key: str, size: int, batch_size: int, ssl: bool, workers: 
     if ssl:
         aug = [T.RandomResizedCrop(size, scale=(0.7, 1.0))] + aug
     tf = T.Compose(aug + [T.ToTensor(), T.Normalize([0.5], [0.5])])
-    cls = getattr(medmnist, get_spec(key).python_class)
-    ds = cls(split="train", transform=tf, target_transform=_first_label, root=str(data_root()), size=size)
+    spec = get_spec(key)
+    if spec.synthetic:  # smoke runs without the real files: the same per-image PIL path over the synthetic npz
+        data = load_split(key, "train", size=size)
+        ds = SeedImages(data.images, data.labels, tf)
+    else:
+        cls = getattr(medmnist, spec.python_class)
+        ds = cls(split="train", transform=tf, target_transform=_first_label, root=str(data_root()), size=size)
     if ssl:
         ds = SeedTwoViews(ds.imgs, tf)
     return torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=True, num_workers=workers,
@@ -258,7 +282,8 @@ def main(argv=None) -> int:
                 print(f"{task:10s} {size:3d}px {pipeline:9s} bs={b:<5d} {r['images_per_s']:10.0f} img/s  "
                       f"x{sp:>7s}  {r['gflop_per_image']:.2f} GFLOP/img  MFU {mfu}", flush=True)
     result = {"model": args.model, "device": name, "torch": torch.__version__, "python": platform.python_version(),
-              "dataset": args.dataset, "peak_bf16_tflops": peak, "argv": sys.argv[1:], "rows": rows}
+              "dataset": args.dataset, "synthetic": get_spec(args.dataset).synthetic, "peak_bf16_tflops": peak,
+              "argv": sys.argv[1:], "rows": rows}
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         write_json(args.out, result)
