@@ -36,6 +36,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from . import accel
 from .cli import HelpFormatter, add_common_args, run_cli
 from .data import load_splits
 from .errors import ConfigError, OutputExistsError, WeightsUnavailableError
@@ -74,7 +75,9 @@ METHOD_LABELS = {"probe": "SSL linear probe", "finetune": "SSL fine-tune", "scra
                  "imagenet": "ImageNet fine-tune"}
 # settings that must match for --resume to add to an existing grid
 _RESUME_KEYS = ("dataset", "encoder", "backbone", "stem", "size", "probe_c", "probe_max_iter", "epochs", "min_steps",
-                "batch_size", "lr", "encoder_lr", "weight_decay", "aug", "weights", "n_bins")
+                "batch_size", "lr", "encoder_lr", "weight_decay", "aug", "weights", "n_bins", "precision")
+# what a grid saved before a setting existed ran with
+_RESUME_DEFAULTS = {"precision": "auto"}
 
 
 @dataclass
@@ -177,6 +180,7 @@ def _check_resume(out: Path, cfg: GridConfig) -> None:
     if not path.exists():
         return
     old = json.loads(path.read_text()).get("config", {})
+    old = {**_RESUME_DEFAULTS, **old}
     diff = [k for k in _RESUME_KEYS if old.get(k) != cfg.to_dict().get(k)]
     if diff:
         raise ConfigError(f"--resume: {out} holds a grid made with different settings "
@@ -207,8 +211,10 @@ def run_grid(cfg: GridConfig, out: str | Path, overwrite: bool = False, resume: 
     runs_dir.mkdir(exist_ok=True)
     indices_dir = Path(cfg.indices_dir) if cfg.indices_dir else out / "indices"
     device = resolve_device(cfg.device)
+    accel.set_deterministic(cfg.deterministic, device)
     record = {"config": cfg.to_dict(), "status": "running", "device": str(device), "indices_dir": str(indices_dir),
-              "skipped": {}, "synthetic": spec.synthetic}
+              "numerics": accel.describe(device, cfg.precision, cfg.deterministic), "skipped": {},
+              "synthetic": spec.synthetic}
     write_json(out / "grid_config.json", record)
     splits = load_splits(cfg.dataset, size=cfg.size, root=cfg.root)
     methods = list(cfg.methods)
@@ -225,7 +231,7 @@ def run_grid(cfg: GridConfig, out: str | Path, overwrite: bool = False, resume: 
     feats = None
     if any(m == "probe" for _, _, m in todo):
         set_seed(cfg.seeds[0])
-        frozen = model_from_encoder(cfg.encoder, spec.n_classes, finetune="head").to(device)
+        frozen = accel.to_device(model_from_encoder(cfg.encoder, spec.n_classes, finetune="head"), device)
         t0 = time.perf_counter()
         feats = extract_features(frozen, splits, cfg.eval_batch_size, device)
         record["feature_seconds"] = time.perf_counter() - t0
@@ -238,7 +244,7 @@ def run_grid(cfg: GridConfig, out: str | Path, overwrite: bool = False, resume: 
             init = {"finetune": "ssl", "scratch": "scratch", "imagenet": "imagenet"}[method]
             res = finetune(init, splits, spec, cfg, frac, seed, device, indices_dir)
             res["method"] = method
-        res.update(dataset=spec.key, device=str(device), encoder=cfg.encoder)
+        res.update(dataset=spec.key, device=str(device), encoder=cfg.encoder, numerics=record["numerics"])
         write_json(runs_dir / run_filename(method, frac, seed), public(res))
         print(f"[{i}/{len(todo)}] {method:8s} {frac * 100:g}% seed {seed}: n={res['n_labels']} "
               f"auroc={res['auroc']:.4f} acc={res['acc']:.4f} ece={res['ece']:.4f} ({res['seconds']:.1f}s)",

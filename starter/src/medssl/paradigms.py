@@ -50,6 +50,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import accel
 from .calibration import softmax
 from .cli import HelpFormatter, add_common_args, run_cli
 from .data import ensure_file, load_split, load_splits, stratified_fraction
@@ -274,6 +275,8 @@ class Seed000Config:
     device: str = "auto"
     progress: bool = True
     smoke: bool = False
+    precision: str = "auto"            # training precision, see medssl.accel.amp_dtype (evaluation is always fp32)
+    deterministic: bool = False        # deterministic cuDNN/cuBLAS kernels, no autotuning (see accel.set_deterministic)
 
     def validate(self) -> Seed000Config:
         get_spec(self.dataset)
@@ -286,6 +289,7 @@ class Seed000Config:
             raise ConfigError(f"--epochs and --ssl-epochs must be >= 1, got {self.epochs} and {self.ssl_epochs}.")
         if not self.tau > 0:
             raise ConfigError(f"--tau must be > 0, got {self.tau}.")
+        accel.check_precision(self.precision)
         return self
 
     def effective(self) -> Seed000Config:
@@ -301,7 +305,8 @@ class Seed000Config:
                            lr=self.lr, weight_decay=self.weight_decay, seed=self.seed, size=self.size, aug=self.aug,
                            label_frac=label_frac, stem=self.stem, optimizer="adamw", scheduler="constant",
                            select="f1_macro", as_rgb=True, device=self.device, root=self.root,
-                           indices_dir=str(out / "indices"), progress=self.progress)
+                           indices_dir=str(out / "indices"), progress=self.progress, precision=self.precision,
+                           deterministic=self.deterministic)
 
 
 def _regime_row(regime: str, res: dict | None = None, status: str = "ok", extra_seconds: float = 0.0) -> dict:
@@ -373,7 +378,8 @@ def run_seed000(cfg: Seed000Config, out: str | os.PathLike, overwrite: bool = Fa
             ssl_cfg = SSLConfig(dataset=key, method="simclr", backbone=run_cfg.arch, stem=run_cfg.stem,
                                 epochs=run_cfg.ssl_epochs, batch_size=run_cfg.ssl_batch_size, lr=run_cfg.ssl_lr,
                                 tau=run_cfg.tau, aug=run_cfg.ssl_aug, seed=run_cfg.seed, size=run_cfg.size,
-                                device=run_cfg.device, root=run_cfg.root, progress=run_cfg.progress)
+                                device=run_cfg.device, root=run_cfg.root, progress=run_cfg.progress,
+                                precision=run_cfg.precision, deterministic=run_cfg.deterministic)
             ssl_rec = pretrain_run(ssl_cfg, out / "ssl_pretrain", overwrite)
             enc = encoder_as_rgb(out / "ssl_pretrain" / "ssl_encoder.pt", out / "ssl_pretrain" / "ssl_encoder_rgb.pt")
             res = _train(replace(base, encoder=str(enc)), out / "ssl", overwrite)
@@ -429,6 +435,8 @@ class RecipeConfig:
     device: str = "auto"
     progress: bool = True
     smoke: bool = False
+    precision: str = "auto"            # training precision, see medssl.accel.amp_dtype (evaluation is always fp32)
+    deterministic: bool = False        # deterministic cuDNN/cuBLAS kernels, no autotuning (see accel.set_deterministic)
 
     def validate(self) -> RecipeConfig:
         get_spec(self.dataset)
@@ -442,6 +450,7 @@ class RecipeConfig:
             raise ConfigError(f"--tta must be one of {', '.join(TTA_PRESETS)}, got {self.tta!r}.")
         if self.select not in SELECT_METRICS:
             raise ConfigError(f"--select must be one of {', '.join(SELECT_METRICS)}, got {self.select!r}.")
+        accel.check_precision(self.precision)
         return self
 
     def effective(self) -> RecipeConfig:
@@ -458,7 +467,7 @@ class RecipeConfig:
                            cosine_frac=self.cosine_frac, plateau_factor=self.plateau_factor,
                            plateau_patience=self.plateau_patience, patience=self.patience, mixup=self.mixup,
                            select=self.select, tta=self.tta, device=self.device, root=self.root,
-                           progress=self.progress)
+                           progress=self.progress, precision=self.precision, deterministic=self.deterministic)
 
 
 def training_curves_figure(history: Sequence[dict], best_epoch: int | None = None, title: str | None = None,
@@ -703,6 +712,8 @@ class SurveyConfig:
     device: str = "auto"
     progress: bool = True
     smoke: bool = False
+    precision: str = "auto"            # training precision, see medssl.accel.amp_dtype (evaluation is always fp32)
+    deterministic: bool = False        # deterministic cuDNN/cuBLAS kernels, no autotuning (see accel.set_deterministic)
 
     def validate(self) -> SurveyConfig:
         from .embed import REDUCERS
@@ -720,6 +731,7 @@ class SurveyConfig:
             raise ConfigError(f"--max-points must be >= 10, got {self.max_points}.")
         if self.ssl_epochs < 0:
             raise ConfigError(f"--ssl-epochs must be >= 0, got {self.ssl_epochs}.")
+        accel.check_precision(self.precision)
         return self
 
     def effective(self) -> SurveyConfig:
@@ -819,7 +831,8 @@ def run_survey(cfg: SurveyConfig, out: str | os.PathLike, overwrite: bool = Fals
             pretrain_run(SSLConfig(dataset=key, method="simclr", backbone=run_cfg.backbone, stem=run_cfg.stem,
                                    epochs=run_cfg.ssl_epochs,
                                    batch_size=run_cfg.ssl_batch_size, seed=run_cfg.seed, size=run_cfg.size,
-                                   device=cfg.device, root=cfg.root, progress=cfg.progress), d_out / "ssl", overwrite)
+                                   device=cfg.device, root=cfg.root, progress=cfg.progress, precision=cfg.precision,
+                                   deterministic=cfg.deterministic), d_out / "ssl", overwrite)
             encoder = str(d_out / "ssl" / "ssl_encoder.pt")
         splits = load_splits(key, size=run_cfg.size, root=cfg.root)
         splits["train"] = _cap(splits["train"], run_cfg.max_train, run_cfg.seed)
@@ -897,6 +910,7 @@ def build_parser() -> argparse.ArgumentParser:
     s0 = sub.add_parser("seed000", help="scratch vs ImageNet fine-tune vs SimCLR + fine-tune (ResNet-50, 64 px)",
                         formatter_class=fmt)
     add_common_args(s0)
+    accel.add_precision_args(s0)
     s0.set_defaults(size=64)
     s0.add_argument("--arch", default="resnet50", choices=MODELS)
     s0.add_argument("--stem", default="auto", choices=("auto", "small", "imagenet"))
@@ -914,6 +928,7 @@ def build_parser() -> argparse.ArgumentParser:
     s1 = sub.add_parser("recipe", help="adapted ResNet-18 + MixUp + cosine/plateau + early stopping + TTA",
                         formatter_class=fmt)
     add_common_args(s1)
+    accel.add_precision_args(s1)
     s1.add_argument("--arch", default="resnet18", choices=MODELS)
     s1.add_argument("--stem", default="small", choices=("auto", "small", "imagenet"))
     s1.add_argument("--no-pretrained", action="store_true", help="random init even if ImageNet weights exist")
@@ -935,6 +950,7 @@ def build_parser() -> argparse.ArgumentParser:
     s2 = sub.add_parser("survey", help="frozen encoders -> logistic regression + PCA/t-SNE, several datasets",
                         formatter_class=fmt)
     add_common_args(s2)
+    accel.add_precision_args(s2)
     s2.add_argument("--also", nargs="*", default=[], help="more dataset keys to survey in the same call")
     s2.add_argument("--backbone", default="resnet18", choices=MODELS)
     s2.add_argument("--stem", default="auto", choices=("auto", "small", "imagenet"))
@@ -963,7 +979,8 @@ def _encoders_arg(items: Sequence[str]) -> dict[str, str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
-    common = dict(seed=a.seed, root=a.root, device=a.device, progress=not a.no_progress, smoke=a.smoke)
+    common = dict(seed=a.seed, root=a.root, device=a.device, progress=not a.no_progress, smoke=a.smoke,
+                  precision=a.precision, deterministic=a.deterministic)
     if a.command == "seed000":
         rec = run_seed000(Seed000Config(dataset=a.dataset, arch=a.arch, size=a.size, stem=a.stem, epochs=a.epochs,
                                         batch_size=a.batch_size, lr=a.lr, ssl_epochs=a.ssl_epochs,

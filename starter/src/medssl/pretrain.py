@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from . import __version__, accel
 from .augment import ssl_augmentation
@@ -36,7 +37,7 @@ from .errors import ConfigError, MedSSLError
 from .models import MODELS, build_model, count_parameters, save_encoder
 from .registry import get_spec
 from .ssl import METHODS, SSLDataset, build_ssl_model, num_two_view_batches, two_view_batches
-from .train import cosine_schedule
+from .train import LossTracker, cosine_schedule
 from .utils import (
     append_jsonl,
     get_logger,
@@ -83,6 +84,8 @@ class SSLConfig:
     device: str = "auto"
     root: str | None = None
     progress: bool = True
+    precision: str = "auto"            # auto: bf16 (CUDA >= 8.0) / fp16 + GradScaler (older CUDA) / fp32 (CPU, MPS)
+    deterministic: bool = False        # deterministic cuDNN/cuBLAS kernels, no autotuning (see accel.set_deterministic)
 
     def validate(self) -> SSLConfig:
         get_spec(self.dataset)
@@ -115,6 +118,7 @@ class SSLConfig:
             raise ConfigError(f"--optimizer must be 'adamw' or 'sgd', got {self.optimizer!r}.")
         if self.scheduler not in ("cosine", "constant"):
             raise ConfigError(f"--scheduler must be 'cosine' or 'constant', got {self.scheduler!r}.")
+        accel.check_precision(self.precision)
         return self
 
     def to_dict(self) -> dict:
@@ -170,6 +174,43 @@ def _optimizer(params, cfg: SSLConfig) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
 
 
+def ssl_train_epoch(model: nn.Module, batches, n_steps: int, optimizer: torch.optim.Optimizer, scheduler=None,
+                    device: torch.device | str | None = None, scaler: torch.amp.GradScaler | None = None,
+                    precision: str = "auto", desc: str = "ssl", progress: bool = True
+                    ) -> tuple[float, int, tuple[int, float] | None]:
+    """One epoch of contrastive training over two-view ``batches``.
+
+    Returns ``(mean loss, images seen, None)``, or as the last item ``(step, loss)``
+    of the first step whose loss was NaN or infinite. The loss is summed and
+    checked on the device and read once, at the end (no per-step host sync).
+    Steps run under :func:`medssl.accel.autocast` with ``scaler``
+    (default :func:`medssl.accel.grad_scaler`) for float16.
+    """
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    scaler = scaler if scaler is not None else accel.grad_scaler(device, precision)
+    model.train()
+    tracker = LossTracker(device)
+    bar = progress_bar(batches, progress, total=n_steps, leave=False, desc=desc)
+    show = not getattr(bar, "disable", True)
+    with accel.training_math(device, precision):
+        for v1, v2 in bar:
+            v1 = accel.channels_last(v1.to(device, non_blocking=True))
+            v2 = accel.channels_last(v2.to(device, non_blocking=True))
+            with accel.autocast(device, precision):
+                loss = model(v1, v2)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            if scheduler is not None:
+                scheduler.step()
+            tracker.add(loss, len(v1))
+            if show:                       # reading the running mean waits for the GPU: only when a bar shows it
+                bar.set_postfix(loss=f"{tracker.mean():.4f}")
+    mean, bad = tracker.finish()
+    return mean, tracker.count, bad
+
+
 def run(cfg: SSLConfig, out: str | Path, overwrite: bool = False) -> dict:
     """The whole pretraining job; returns what is written to ``ssl_config.json``."""
     cfg.validate()
@@ -177,6 +218,8 @@ def run(cfg: SSLConfig, out: str | Path, overwrite: bool = False) -> dict:
     spec = get_spec(cfg.dataset)
     out = prepare_out_dir(out, overwrite)
     device = resolve_device(cfg.device)
+    accel.set_deterministic(cfg.deterministic, device)
+    numerics = accel.describe(device, cfg.precision, cfg.deterministic)
     set_seed(cfg.seed)
     train = unlabelled(load_split(cfg.dataset, "train", size=cfg.size, root=cfg.root))
     aug = ssl_augmentation(spec.modality, cfg.aug)
@@ -186,9 +229,10 @@ def run(cfg: SSLConfig, out: str | Path, overwrite: bool = False) -> dict:
     classifier = build_model(cfg.backbone, spec.n_classes, spec.n_channels, input_size=cfg.size, stem=cfg.stem)
     model = build_ssl_model(cfg.method, classifier.encoder, classifier.feature_dim, proj_dim=cfg.proj_dim,
                             hidden_dim=cfg.hidden_dim, tau=cfg.tau, queue_size=queue_size or 1,
-                            momentum=cfg.momentum).to(device)
-    accel.channels_last(model)
+                            momentum=cfg.momentum)
+    accel.to_device(model, device)
     optimizer = _optimizer([p for p in model.parameters() if p.requires_grad], cfg)
+    scaler = accel.grad_scaler(device, cfg.precision)
     if cfg.loader == "tensor":
         tsplit = TensorSplit(train, device)
         steps_per_epoch = num_two_view_batches(len(tsplit), cfg.batch_size)
@@ -206,7 +250,7 @@ def run(cfg: SSLConfig, out: str | Path, overwrite: bool = False) -> dict:
     record = {
         "method": f"{cfg.method}-lite", "dataset": spec.key, "seed": cfg.seed, "epochs": cfg.epochs,
         "status": "running", "epochs_run": 0, "final_loss": None, "chance_loss": chance, "wall_time_s": None,
-        "device": str(device), "config": cfg.to_dict(),
+        "device": str(device), "config": cfg.to_dict(), "numerics": numerics,
         "augmentations": aug.describe(), "augmentation_spec": aug.to_dict(), "modality": spec.modality,
         "labels_used": False, "n_train_images": len(train), "steps_per_epoch": steps_per_epoch,
         "moco": {"queue_size": queue_size, "queue_size_given": cfg.queue_size, "momentum": cfg.momentum,
@@ -249,31 +293,16 @@ def run(cfg: SSLConfig, out: str | Path, overwrite: bool = False) -> dict:
         else:
             batches = torch.utils.data.DataLoader(ds, batch_size=cfg.batch_size, shuffle=True, generator=shuffle_gen,
                                                   num_workers=0, drop_last=len(ds) % cfg.batch_size == 1)
-        model.train()
-        total, count = 0.0, 0
-        bar = progress_bar(batches, cfg.progress, total=steps_per_epoch, leave=False,
-                           desc=f"{cfg.method} epoch {epoch}/{cfg.epochs}")
-        for step, (v1, v2) in enumerate(bar, start=1):
-            v1 = accel.channels_last(v1.to(device, non_blocking=True))
-            v2 = accel.channels_last(v2.to(device, non_blocking=True))
-            with accel.autocast(device):
-                loss = model(v1, v2)
-            if not torch.isfinite(loss):
-                finish("diverged", history)
-                kept = (f"the checkpoint of epoch {history[-1]['epoch']} (loss {history[-1]['loss']:.4f}) is kept in "
-                        f"{out / 'ssl_encoder.pt'}") if history else "no epoch finished, so no checkpoint was written"
-                raise TrainingDivergedError(
-                    f"the {cfg.method} loss became {loss.item()} at epoch {epoch}, step {step}; "
-                    f"{kept}. Lower --lr (e.g. {cfg.lr / 3:.0e}) or raise --tau, then run again with --overwrite.")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
-            total += loss.item() * len(v1)
-            count += len(v1)
-            bar.set_postfix(loss=f"{total / count:.4f}")
-        row = {"epoch": epoch, "loss": total / max(count, 1), "lr": optimizer.param_groups[0]["lr"],
+        loss, count, bad = ssl_train_epoch(model, batches, steps_per_epoch, optimizer, scheduler, device, scaler,
+                                           cfg.precision, f"{cfg.method} epoch {epoch}/{cfg.epochs}", cfg.progress)
+        if bad is not None:
+            finish("diverged", history)
+            kept = (f"the checkpoint of epoch {history[-1]['epoch']} (loss {history[-1]['loss']:.4f}) is kept in "
+                    f"{out / 'ssl_encoder.pt'}") if history else "no epoch finished, so no checkpoint was written"
+            raise TrainingDivergedError(
+                f"the {cfg.method} loss became {bad[1]} at epoch {epoch}, step {bad[0]}; "
+                f"{kept}. Lower --lr (e.g. {cfg.lr / 3:.0e}) or raise --tau, then run again with --overwrite.")
+        row = {"epoch": epoch, "loss": loss, "lr": optimizer.param_groups[0]["lr"],
                "steps": steps_per_epoch, "images": count, "seconds": time.perf_counter() - t0}
         history.append(row)
         append_jsonl(log_path, row)
@@ -315,6 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--loader", default="tensor", choices=("tensor", "dataset"),
                    help="tensor = whole split on the device, batched two-view augmentation; "
                         "dataset = readable SSLDataset + DataLoader")
+    accel.add_precision_args(p)
     return p
 
 

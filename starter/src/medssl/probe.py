@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import accel
 from .calibration import softmax
 from .cli import HelpFormatter, add_common_args, run_cli
 from .data import SplitData, fraction_indices, indices_filename, load_splits
@@ -99,6 +100,8 @@ class DownstreamConfig:
     n_bins: int = 15
     eval_batch_size: int = 512
     progress: bool = True
+    precision: str = "auto"            # fine-tune/scratch training: see medssl.accel.amp_dtype (features are fp32)
+    deterministic: bool = False        # deterministic cuDNN/cuBLAS kernels, no autotuning (see accel.set_deterministic)
 
     def validate(self) -> DownstreamConfig:
         get_spec(self.dataset)
@@ -115,6 +118,7 @@ class DownstreamConfig:
             raise ConfigError(f"--lr and --encoder-lr must be > 0, got {self.lr} and {self.encoder_lr}.")
         if not self.probe_c or any(c <= 0 for c in self.probe_c):
             raise ConfigError(f"--probe-c needs positive inverse regularisation strengths, got {self.probe_c}.")
+        accel.check_precision(self.precision)
         return self
 
     def to_dict(self) -> dict:
@@ -133,7 +137,7 @@ class DownstreamConfig:
 # ------------------------------------------------------------------ features
 def extract_features(model: Classifier, splits: Mapping[str, SplitData], batch_size: int = 512,
                      device: torch.device | None = None) -> dict[str, np.ndarray]:
-    """Encoder features of every split, computed once, in eval mode (BatchNorm statistics untouched)."""
+    """Encoder features of every split, computed once, in eval mode (BatchNorm statistics untouched), in float32."""
     return {name: predict_logits(model, data.images, batch_size, device, features=True)
             for name, data in splits.items()}
 
@@ -244,7 +248,8 @@ def finetune_config(init: str, cfg: DownstreamConfig, frac: float, seed: int, n_
                        aug=cfg.aug, label_frac=frac, encoder=cfg.encoder if init == "ssl" else None,
                        encoder_lr=None if init == "scratch" else cfg.encoder_lr, pretrained=init == "imagenet",
                        weights=cfg.weights, device=cfg.device, root=cfg.root, indices_dir=cfg.indices_dir,
-                       n_bins=cfg.n_bins, eval_batch_size=cfg.eval_batch_size, progress=cfg.progress)
+                       n_bins=cfg.n_bins, eval_batch_size=cfg.eval_batch_size, progress=cfg.progress,
+                       precision=cfg.precision, deterministic=cfg.deterministic)
 
 
 def finetune(init: str, splits: Mapping[str, SplitData], spec: DatasetSpec, cfg: DownstreamConfig, frac: float,
@@ -257,7 +262,7 @@ def finetune(init: str, splits: Mapping[str, SplitData], spec: DatasetSpec, cfg:
     train = splits["train"]
     idx = label_subset(train, frac, seed, indices_dir)
     set_seed(seed)
-    model = build_init_model(init, spec, cfg).to(device)
+    model = accel.to_device(build_init_model(init, spec, cfg), device)
     tcfg = finetune_config(init, cfg, frac, seed, len(idx), model.meta["arch"])
     history, best_state, best_epoch = fit(model, train.subset(idx), splits["val"], spec, tcfg, device)
     model.load_state_dict(best_state)
@@ -317,15 +322,18 @@ def run(cfg: DownstreamConfig, out: str | Path, overwrite: bool = False, do_fine
     out = prepare_out_dir(out, overwrite, markers=(*RUN_MARKERS, "downstream_config.json"))
     indices_dir = Path(cfg.indices_dir) if cfg.indices_dir else out / "indices"
     device = resolve_device(cfg.device)
+    accel.set_deterministic(cfg.deterministic, device)
+    numerics = accel.describe(device, cfg.precision, cfg.deterministic)
     enc_meta = read_encoder(cfg.encoder)
     write_json(out / "downstream_config.json", {"config": cfg.to_dict(), "encoder_extra": enc_meta.get("extra"),
-                                                "indices_dir": str(indices_dir), "device": str(device)})
+                                                "indices_dir": str(indices_dir), "device": str(device),
+                                                "numerics": numerics})
     splits = load_splits(cfg.dataset, size=cfg.size, root=cfg.root)
     if enc_meta.get("input_size") not in (None, cfg.size):
         get_logger().warning("the encoder was pretrained on %spx images; evaluating at %spx.",
                              enc_meta.get("input_size"), cfg.size)
     set_seed(cfg.seed)
-    probe_model = model_from_encoder(cfg.encoder, spec.n_classes, finetune="head").to(device)
+    probe_model = accel.to_device(model_from_encoder(cfg.encoder, spec.n_classes, finetune="head"), device)
     t0 = time.perf_counter()
     feats = extract_features(probe_model, splits, cfg.eval_batch_size, device)
     feature_seconds = time.perf_counter() - t0
@@ -336,7 +344,7 @@ def run(cfg: DownstreamConfig, out: str | Path, overwrite: bool = False, do_fine
         res = linear_probe(feats, splits, spec, frac, cfg.seed, indices_dir, cfg.probe_c, cfg.probe_max_iter,
                            cfg.n_bins)
         res.update(dataset=spec.key, encoder=str(cfg.encoder), feature_seconds=feature_seconds, device=str(device),
-                   config=cfg.to_dict(), synthetic=spec.synthetic)
+                   config=cfg.to_dict(), numerics=numerics, synthetic=spec.synthetic)
         write_json(out / f"probe_metrics_{tag}pct.json", public(res))
         _save_predictions(out / f"probe_predictions_{tag}pct.npz", res, splits)
         results["probe"].append(public(res))
@@ -356,7 +364,7 @@ def run(cfg: DownstreamConfig, out: str | Path, overwrite: bool = False, do_fine
                 print(f"[{init} {tag}%] skipped: {rows[-1]['reason']}")
                 continue
             r.update(dataset=spec.key, encoder=str(cfg.encoder), device=str(device), config=cfg.to_dict(),
-                     synthetic=spec.synthetic)
+                     numerics=numerics, synthetic=spec.synthetic)
             print(f"[{r['method']} {tag}%] n={r['n_labels']} epochs={r['epochs']} best={r['best_epoch']} "
                   f"test {format_summary(r)} ({r['seconds']:.1f}s)")
             if init == "ssl":
@@ -406,6 +414,7 @@ def add_downstream_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", default=None, help="local ImageNet weights file (.pth) for the ImageNet init")
     p.add_argument("--indices-dir", default=None, help="folder of indices_frac=<f>_seed=<s>.json "
                                                        "(default <out>/indices); reuse it to share labels")
+    accel.add_precision_args(p)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -222,33 +222,42 @@ def tta_transforms(preset: str = "standard", modality: str | None = None, size: 
     return out
 
 
-@torch.no_grad()
+def predict_tta_tensor(model: nn.Module, images: torch.Tensor | np.ndarray, transforms: Sequence[TTATransform],
+                       batch_size: int = 512, device: torch.device | None = None) -> torch.Tensor:
+    """Per-transform class probabilities (T, N, K) as a float64 CPU tensor; see :func:`predict_tta`.
+
+    Computed in float32 (:func:`medssl.accel.fp32_eval`: no autocast, no TF32).
+    """
+    if not transforms:
+        raise ConfigError("TTA needs at least one transform (use [IDENTITY] for the plain prediction).")
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    x_all = torch.as_tensor(images)
+    if len(x_all) == 0:
+        model.train(was_training)
+        raise ConfigError("predict_tta got no images.")
+    per_t: list[list[torch.Tensor]] = [[] for _ in transforms]
+    with torch.no_grad(), accel.fp32_eval(device):
+        for start in range(0, len(x_all), batch_size):
+            x = to_float(x_all[start:start + batch_size].to(device))
+            for i, t in enumerate(transforms):  # each view in channels_last on CUDA (a no-op on CPU)
+                logits = model(accel.channels_last(t(x)))
+                per_t[i].append(torch.softmax(logits.float(), dim=1).double().cpu())
+    model.train(was_training)
+    return torch.stack([torch.cat(p) for p in per_t])
+
+
 def predict_tta(model: nn.Module, images: torch.Tensor | np.ndarray, transforms: Sequence[TTATransform],
                 batch_size: int = 512, device: torch.device | None = None,
                 return_all: bool = False) -> np.ndarray:
     """Class probabilities averaged over ``transforms`` for uint8 images (N, C, H, W).
 
-    Softmax probabilities (not logits) are averaged, in eval mode. Returns (N, K)
-    float64, or with ``return_all=True`` the per-transform probabilities (T, N, K).
-    ``[IDENTITY]`` gives ``softmax(predict_logits(model, images))``.
+    Softmax probabilities (not logits) are averaged, in eval mode and in float32.
+    Returns (N, K) float64, or with ``return_all=True`` the per-transform
+    probabilities (T, N, K). ``[IDENTITY]`` gives ``softmax(predict_logits(model, images))``.
     """
-    if not transforms:
-        raise ConfigError("TTA needs at least one transform (use [IDENTITY] for the plain prediction).")
-    device = device or next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    x_all = torch.as_tensor(images)
-    per_t: list[list[torch.Tensor]] = [[] for _ in transforms]
-    for start in range(0, len(x_all), batch_size):
-        x = to_float(x_all[start:start + batch_size].to(device))
-        for i, t in enumerate(transforms):  # each view in channels_last on CUDA (a no-op on CPU)
-            with accel.autocast(device):
-                logits = model(accel.channels_last(t(x)))
-            per_t[i].append(torch.softmax(logits.float(), dim=1).double().cpu())
-    model.train(was_training)
-    if len(x_all) == 0:
-        raise ConfigError("predict_tta got no images.")
-    probs = torch.stack([torch.cat(p) for p in per_t]).numpy()
+    probs = predict_tta_tensor(model, images, transforms, batch_size, device).numpy()
     return probs if return_all else probs.mean(axis=0)
 
 

@@ -207,10 +207,10 @@ class MoCo(nn.Module):
             self.queue.copy_(keys[-k:])
             self.queue_ptr.zero_()
             return
-        ptr = int(self.queue_ptr)
-        idx = (ptr + torch.arange(n, device=self.queue.device)) % k
+        # the pointer stays on the device: reading it (int(self.queue_ptr)) would stall the GPU every step
+        idx = (self.queue_ptr + torch.arange(n, device=self.queue.device)) % k
         self.queue[idx] = keys
-        self.queue_ptr.fill_((ptr + n) % k)
+        self.queue_ptr.copy_((self.queue_ptr + n) % k)
 
     def _keys(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():

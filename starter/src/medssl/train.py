@@ -120,6 +120,8 @@ class TrainConfig:
     tta: str = "none"                  # test-time augmentation preset for the extra "tta" test metrics
     as_rgb: bool = False               # repeat grey images to 3 channels (model takes RGB)
     require_pretrained: bool = False   # with pretrained: raise WeightsUnavailableError instead of falling back
+    precision: str = "auto"            # auto: bf16 (CUDA >= 8.0) / fp16 + GradScaler (older CUDA) / fp32 (CPU, MPS)
+    deterministic: bool = False        # deterministic cuDNN/cuBLAS kernels, no autotuning (see accel.set_deterministic)
 
     def validate(self) -> TrainConfig:
         get_spec(self.dataset)
@@ -150,6 +152,7 @@ class TrainConfig:
             raise ConfigError(f"--plateau-patience must be >= 0, got {self.plateau_patience}.")
         if self.tta not in TTA_PRESETS:
             raise ConfigError(f"--tta must be one of {', '.join(TTA_PRESETS)}, got {self.tta!r}.")
+        accel.check_precision(self.precision)
         return self
 
     def to_dict(self) -> dict:
@@ -181,52 +184,110 @@ def train_batches(data: SplitData, cfg_batch_size: int, device: torch.device, au
     return gen_dl(), len(dl)
 
 
+class LossTracker:
+    """The sample-weighted mean loss of an epoch, accumulated on the device and read once at the end.
+
+    Reading a GPU number (``loss.item()``, ``if not torch.isfinite(loss)``) makes
+    the CPU wait for the GPU; once per step that leaves the GPU idle between
+    steps. Here the sum stays on the device, and so does a flag with the first
+    step whose loss was NaN or infinite; :meth:`finish` reads both once per epoch.
+    On CPU the sum is the same float64 arithmetic as summing ``loss.item() * n``.
+    """
+
+    def __init__(self, device: torch.device | str):
+        device = torch.device(device)
+        dtype = torch.float32 if device.type == "mps" else torch.float64   # MPS has no float64
+        self.total = torch.zeros((), dtype=dtype, device=device)
+        self.first_bad = torch.zeros((), dtype=torch.long, device=device)   # 0 = every loss finite so far
+        self.bad_loss = torch.zeros((), dtype=torch.float32, device=device)
+        self.count = 0
+        self.steps = 0
+
+    def add(self, loss: torch.Tensor, n: int) -> None:
+        """Add one step's mean loss over ``n`` samples (no host sync)."""
+        self.steps += 1
+        loss = loss.detach()
+        self.total += loss.to(self.total.dtype) * n
+        self.count += n
+        newly_bad = (self.first_bad == 0) & ~torch.isfinite(loss)
+        self.first_bad = torch.where(newly_bad, self.steps, self.first_bad)
+        self.bad_loss = torch.where(newly_bad, loss.float(), self.bad_loss)
+
+    def mean(self) -> float:
+        """The mean so far (a host sync: only for progress bars and :meth:`finish`)."""
+        return float(self.total) / max(self.count, 1)
+
+    def finish(self) -> tuple[float, tuple[int, float] | None]:
+        """``(mean loss, None)``, or ``(mean, (first bad step, its loss))`` when a loss was not finite."""
+        bad = int(self.first_bad)
+        return self.mean(), ((bad, float(self.bad_loss)) if bad else None)
+
+
 def train_one_epoch(model: nn.Module, batches, n_batches: int, optimizer: torch.optim.Optimizer,
                     scheduler=None, device: torch.device | None = None, desc: str = "train",
-                    progress: bool = True, mixup: MixUp | None = None) -> float:
+                    progress: bool = True, mixup: MixUp | None = None, scaler: torch.amp.GradScaler | None = None,
+                    precision: str = "auto") -> float:
     """One pass over ``batches``; returns the sample-weighted mean training loss.
 
     With ``mixup`` every batch is mixed (:class:`medssl.recipes.MixUp`) and the
-    loss is the cross-entropy against the mixed soft targets.
+    loss is the cross-entropy against the mixed soft targets. Each step runs under
+    :func:`medssl.accel.autocast` for ``precision``; ``scaler`` (default
+    :func:`medssl.accel.grad_scaler`) scales the loss when that is float16.
+    A NaN or infinite loss is detected on the device and raised at the end of the epoch.
     """
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    scaler = scaler if scaler is not None else accel.grad_scaler(device, precision)
     model.train()
-    total, count = 0.0, 0
+    tracker = LossTracker(device)
     bar = progress_bar(batches, progress, total=n_batches, desc=desc, leave=False)
-    for x, y in bar:
-        if mixup is not None:
-            x, soft = mixup(x, y)
-        x = accel.channels_last(x)
-        with accel.autocast(x.device):
-            loss = F.cross_entropy(model(x), y) if mixup is None else soft_cross_entropy(model(x), soft)
-        if not torch.isfinite(loss):
-            raise ConfigError(f"training loss became {loss.item()} ({desc}); lower --lr and try again.")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
-        total += loss.item() * len(y)
-        count += len(y)
-        bar.set_postfix(loss=f"{total / count:.4f}")
-    return total / max(count, 1)
+    show = not getattr(bar, "disable", True)
+    with accel.training_math(device, precision):
+        for x, y in bar:
+            if mixup is not None:
+                x, soft = mixup(x, y)
+            x = accel.channels_last(x)
+            with accel.autocast(device, precision):
+                loss = F.cross_entropy(model(x), y) if mixup is None else soft_cross_entropy(model(x), soft)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            if scheduler is not None:
+                scheduler.step()
+            tracker.add(loss, len(y))
+            if show:                       # reading the running mean waits for the GPU: only when a bar shows it
+                bar.set_postfix(loss=f"{tracker.mean():.4f}")
+    mean, bad = tracker.finish()
+    if bad is not None:
+        raise ConfigError(f"training loss became {bad[1]} at step {bad[0]} ({desc}); lower --lr and try again.")
+    return mean
 
 
-@torch.no_grad()
-def predict_logits(model: nn.Module, images: torch.Tensor | np.ndarray, batch_size: int = 512,
-                   device: torch.device | None = None, features: bool = False) -> np.ndarray:
-    """Logits (or encoder features) for uint8 images (N, C, H, W), in eval mode, as float32 numpy."""
-    device = device or next(model.parameters()).device
+def predict_tensor(model: nn.Module, images: torch.Tensor | np.ndarray, batch_size: int = 512,
+                   device: torch.device | None = None, features: bool = False) -> torch.Tensor:
+    """Logits (or encoder features) for uint8 images (N, C, H, W), in eval mode, as a float32 CPU tensor.
+
+    Always computed in float32 (:func:`medssl.accel.fp32_eval`: no autocast, no
+    TF32), whatever precision the model was trained in.
+    """
+    device = torch.device(device) if device is not None else next(model.parameters()).device
     was_training = model.training
     model.eval()
     x_all = torch.as_tensor(images)
     outs = []
-    for start in range(0, len(x_all), batch_size):
-        x = accel.channels_last(to_float(x_all[start:start + batch_size].to(device)))
-        with accel.autocast(device):
+    with torch.no_grad(), accel.fp32_eval(device):
+        for start in range(0, len(x_all), batch_size):
+            x = accel.channels_last(to_float(x_all[start:start + batch_size].to(device)))
             out = model.features(x) if features else model(x)
-        outs.append(out.float().cpu())
+            outs.append(out.float().cpu())
     model.train(was_training)
-    return torch.cat(outs).numpy() if outs else np.zeros((0, 0), dtype=np.float32)
+    return torch.cat(outs) if outs else torch.zeros((0, 0), dtype=torch.float32)
+
+
+def predict_logits(model: nn.Module, images: torch.Tensor | np.ndarray, batch_size: int = 512,
+                   device: torch.device | None = None, features: bool = False) -> np.ndarray:
+    """Logits (or encoder features) for uint8 images (N, C, H, W), in eval mode, as float32 numpy (in fp32)."""
+    return predict_tensor(model, images, batch_size, device, features).numpy()
 
 
 def evaluate(model: nn.Module, data: SplitData, spec: DatasetSpec, batch_size: int = 512,
@@ -281,6 +342,7 @@ def fit(model: Classifier, train: SplitData, val: SplitData, spec: DatasetSpec, 
     shuffle_gen = make_generator(cfg.seed + 1)
     aug_gen = make_generator(cfg.seed + 2, device)
     optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay, cfg.encoder_lr, cfg.optimizer)
+    scaler = accel.grad_scaler(device, cfg.precision)
     tsplit = TensorSplit(train, device) if cfg.loader == "tensor" else None
     steps = (tsplit.num_batches(cfg.batch_size) if tsplit else -(-len(train) // cfg.batch_size)) * cfg.epochs
     scheduler = None
@@ -299,7 +361,8 @@ def fit(model: Classifier, train: SplitData, val: SplitData, spec: DatasetSpec, 
         lr_used = optimizer.param_groups[-1]["lr"]
         phase = scheduler.phase if isinstance(scheduler, CosineThenPlateau) else None
         train_loss = train_one_epoch(step_model, batches, n_batches, optimizer, scheduler, device,
-                                     desc=f"epoch {epoch}/{cfg.epochs}", progress=cfg.progress, mixup=mixup)
+                                     desc=f"epoch {epoch}/{cfg.epochs}", progress=cfg.progress, mixup=mixup,
+                                     scaler=scaler, precision=cfg.precision)
         vm, _ = evaluate(model, val, spec, cfg.eval_batch_size, cfg.n_bins, device)
         if isinstance(scheduler, CosineThenPlateau):
             scheduler.epoch_end(vm["loss"])
@@ -382,6 +445,8 @@ def run(cfg: TrainConfig, out: str | Path, overwrite: bool = False) -> dict:
     spec = get_spec(cfg.dataset)
     out = prepare_out_dir(out, overwrite)
     device = resolve_device(cfg.device)
+    accel.set_deterministic(cfg.deterministic, device)
+    numerics = accel.describe(device, cfg.precision, cfg.deterministic)
     set_seed(cfg.seed)
     splits = load_splits(cfg.dataset, size=cfg.size, root=cfg.root, as_rgb=cfg.as_rgb)
     train_full = splits["train"]
@@ -389,7 +454,7 @@ def run(cfg: TrainConfig, out: str | Path, overwrite: bool = False) -> dict:
     if cfg.label_frac < 1.0:
         idx = fraction_indices(train_full.labels, cfg.label_frac, cfg.seed, cfg.indices_dir or out, spec.key)
     train = train_full.subset(idx) if idx is not None else train_full
-    write_json(out / "config.json", {"config": cfg.to_dict(), "n_train_used": len(train)})
+    write_json(out / "config.json", {"config": cfg.to_dict(), "n_train_used": len(train), "numerics": numerics})
 
     in_channels = 3 if cfg.as_rgb else spec.n_channels
     model = build_model(cfg.model, spec.n_classes, in_channels, input_size=cfg.size, stem=cfg.stem,
@@ -402,7 +467,7 @@ def run(cfg: TrainConfig, out: str | Path, overwrite: bool = False) -> dict:
     model.meta["finetune"] = cfg.finetune
     if cfg.as_rgb:
         model.meta["as_rgb"] = True
-    accel.channels_last(model.to(device))
+    accel.to_device(model, device)
 
     def save_best(m: Classifier, epoch: int, vm: dict) -> None:
         save_torch({"format": CHECKPOINT_FORMAT, "model_state": m.state_dict(), "meta": m.meta,
@@ -435,7 +500,7 @@ def run(cfg: TrainConfig, out: str | Path, overwrite: bool = False) -> dict:
         "model": model.meta, "n_parameters": count_parameters(model),
         "n_trainable": count_parameters(model, trainable_only=True),
         "augmentation": supervised_augmentation(cfg.aug, spec.modality).describe(),
-        "config": cfg.to_dict(),
+        "config": cfg.to_dict(), "numerics": numerics,
         "data": {"file": path.name, "md5": file_md5(path), "synthetic": spec.synthetic,
                  "train_indices_file": None if idx is None else indices_filename(cfg.label_frac, cfg.seed)},
         "versions": {"medssl": __version__, "torch": torch.__version__, "python": platform.python_version()},
@@ -501,6 +566,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--require-pretrained", action="store_true",
                    help="fail instead of falling back to random init when ImageNet weights are unavailable")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA; first epoch is slower)")
+    accel.add_precision_args(p)
     p.add_argument("--loader", default="tensor", choices=("tensor", "dataset"),
                    help="tensor = whole split on the device, batched augmentation; dataset = readable per-image path")
     return p
