@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from . import accel
 from .errors import ConfigError, CorruptDatasetError, DatasetNotAvailableError
 from .registry import SIZES, DatasetSpec, get_spec
 from .utils import atomic_path, check_fraction, get_logger, write_json
@@ -261,11 +262,27 @@ class MedMNISTDataset(Dataset):
 
 
 # ------------------------------------------------------------------- fast path
+# A split goes onto the GPU only when it needs at most this share of the free GPU memory;
+# the rest is left for the model, its activations and the optimizer.
+SPLIT_MEMORY_FRACTION = 0.5
+
+
+def split_fits(nbytes: int, device: str | torch.device) -> bool:
+    """Whether ``nbytes`` of data may live on ``device`` (CUDA: <= SPLIT_MEMORY_FRACTION of free memory)."""
+    free = accel.free_memory(device)
+    return free is None or nbytes <= SPLIT_MEMORY_FRACTION * free
+
+
 class TensorSplit:
     """A whole split held as one uint8 tensor (on ``device``) plus int64 labels.
 
     ``batches()`` yields index-sliced batches without a DataLoader; augmentation
     is applied per batch on the same device by the caller.
+
+    On CUDA the split is first checked against the free GPU memory
+    (:func:`split_fits`). A split that does not fit (large sets at 128 or 224 px)
+    stays in host memory (``resident`` is False) and every batch is gathered
+    into pinned memory and copied to the GPU asynchronously; one log line says so.
     """
 
     def __init__(self, data: SplitData, device: str | torch.device = "cpu",
@@ -274,21 +291,40 @@ class TensorSplit:
             data = data.subset(indices)
         self.data = data
         self.device = torch.device(device)
-        self.x = torch.from_numpy(data.images).to(self.device)
-        self.y = torch.from_numpy(data.labels).to(self.device)
+        x, y = torch.from_numpy(data.images), torch.from_numpy(data.labels)
+        need = x.nbytes + y.nbytes
+        self.resident = split_fits(need, self.device)
+        if self.resident:
+            self.x, self.y = x.to(self.device), y.to(self.device)
+        else:
+            self.x, self.y = x, y
+            get_logger().info(
+                "the %s %s split (%.2f GB at %d px) needs more than %d%% of the %.2f GB free on %s: it stays in host "
+                "memory and each batch is copied to the GPU through pinned memory.", data.key, data.split, need / 1e9,
+                data.size, round(SPLIT_MEMORY_FRACTION * 100), accel.free_memory(self.device) / 1e9, self.device)
 
     def __len__(self) -> int:
         return self.y.shape[0]
+
+    def _staged(self, t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """Rows ``idx`` of a host tensor, gathered into pinned memory and sent to the device without blocking."""
+        out = torch.empty((len(idx), *t.shape[1:]), dtype=t.dtype, pin_memory=True)
+        torch.index_select(t, 0, idx, out=out)
+        return out.to(self.device, non_blocking=True)
 
     def batches(self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None,
                 drop_last: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self)
         order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
-        order = order.to(self.device)
+        if self.resident:
+            order = order.to(self.device)
         stop = n - n % batch_size if (drop_last and n >= batch_size) else n
         for start in range(0, stop, batch_size):
             idx = order[start:start + batch_size]
-            yield self.x[idx], self.y[idx]
+            if self.resident:
+                yield self.x[idx], self.y[idx]
+            else:
+                yield self._staged(self.x, idx), self._staged(self.y, idx)
 
     def num_batches(self, batch_size: int, drop_last: bool = False) -> int:
         n = len(self)

@@ -75,11 +75,12 @@ def _run_config(run_dir: Path) -> dict:
 
 
 def load_predictions(source: str | os.PathLike, dataset: str | None = None, root: str | None = None,
-                     device: str = "cpu") -> Predictions:
+                     device=None) -> Predictions:
     """Logits from a run folder, a ``predictions.npz`` file, or a ``best.pt`` checkpoint.
 
     A run folder / npz is read as saved. A checkpoint is rebuilt with
-    :func:`medssl.train.load_classifier` and run on the val and test splits.
+    :func:`medssl.train.load_classifier` and run on the val and test splits, on
+    ``device`` (default: ``"auto"``, the GPU when there is one), in float32.
     ``dataset`` is read from the run's ``config.json`` (or the checkpoint) when not given.
     """
     src = Path(source)
@@ -112,10 +113,11 @@ def load_predictions(source: str | os.PathLike, dataset: str | None = None, root
                        source=str(src), meta={"config": cfg})
 
 
-def _predictions_from_checkpoint(path: Path, dataset: str | None, root: str | None, device: str) -> Predictions:
+def _predictions_from_checkpoint(path: Path, dataset: str | None, root: str | None, device) -> Predictions:
     from .train import load_run, predict_logits
+    from .utils import resolve_device
 
-    r = load_run(path, dataset, root, device)
+    r = load_run(path, dataset, root, resolve_device(device))
     val, test = r.splits["val"], r.splits["test"]
     return Predictions(predict_logits(r.model, val.images), val.labels, predict_logits(r.model, test.images),
                        test.labels, dataset=r.dataset, size=r.size, root=r.root, source=str(path),
@@ -566,7 +568,7 @@ def analyse_predictions(val_logits: np.ndarray, val_labels: np.ndarray, test_log
 
 
 def analyse_run(source: str | os.PathLike, out_dir: str | os.PathLike, dataset: str | None = None,
-                root: str | None = None, with_images: bool = True, **kw) -> dict:
+                root: str | None = None, with_images: bool = True, device=None, **kw) -> dict:
     """:func:`analyse_predictions` for a training run folder, a ``predictions.npz`` or a ``best.pt``.
 
     The test images for the error gallery are loaded from the dataset (``$MEDMNIST_ROOT``)
@@ -574,7 +576,7 @@ def analyse_run(source: str | os.PathLike, out_dir: str | os.PathLike, dataset: 
     """
     from .data import load_split
 
-    pr = load_predictions(source, dataset, root)
+    pr = load_predictions(source, dataset, root, device)
     images = None
     if with_images:
         test = load_split(pr.dataset, "test", size=pr.size, root=pr.root)
@@ -603,8 +605,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
-    r = analyse_run(a.run, a.out, dataset=a.dataset, root=a.root, target_tpr=a.target_tpr, target_fpr=a.target_fpr,
-                    decision_point=a.decision_point, k=a.k, n_bins=a.n_bins, overwrite=a.overwrite)
+    r = analyse_run(a.run, a.out, dataset=a.dataset, root=a.root, device=a.device, target_tpr=a.target_tpr,
+                    target_fpr=a.target_fpr, decision_point=a.decision_point, k=a.k, n_bins=a.n_bins,
+                    overwrite=a.overwrite)
     c = r["calibration"]
     print(f"[{r['dataset']}] T={c['temperature']:.3f} test ECE {c['before']['ece']:.4f} -> {c['after']['ece']:.4f}"
           + (f" | {r['decision_point']} threshold {r['threshold']:.4f}" if r["threshold"] is not None else "")

@@ -211,7 +211,7 @@ def _as_model(model, device):
     from .train import load_classifier
 
     if isinstance(model, (str, os.PathLike)):
-        model, _ = load_classifier(model, device or "cpu")
+        model, _ = load_classifier(model, resolve_device(device))   # a model object runs where it already is
     return model
 
 
@@ -240,7 +240,8 @@ def evaluate_shifts(model, test, val=None, spec: DatasetSpec | str | None = None
                     device=None) -> dict:
     """Evaluate ``model`` on the test split under every perturbation and severity; write the Week-8 artifacts.
 
-    ``model``: a :class:`medssl.models.Classifier` (or a path to ``best.pt``).
+    ``model``: a :class:`medssl.models.Classifier`, evaluated on the device it is on, or a path to
+    ``best.pt``, loaded onto ``device`` (default ``"auto"``). Logits are always computed in float32.
     ``test`` / ``val``: :class:`medssl.data.SplitData` (``val`` is used only to fit
     the temperature, on clean images). ``perturbations`` defaults to the ones
     plausible for the modality (:data:`MODALITY_SUITES`), ``severities`` to
@@ -477,11 +478,15 @@ def evaluate_shifts(model, test, val=None, spec: DatasetSpec | str | None = None
 
 
 def evaluate_run_shifts(run: str | os.PathLike, out_dir: str | os.PathLike | None, dataset: str | None = None,
-                        root: str | None = None, device: str = "cpu", **kw) -> dict:
-    """:func:`evaluate_shifts` for a training run folder (or its ``best.pt``): loads the model and the splits."""
+                        root: str | None = None, device=None, **kw) -> dict:
+    """:func:`evaluate_shifts` for a training run folder (or its ``best.pt``): loads the model and the splits.
+
+    The model runs on ``device`` (default ``"auto"``: the GPU when there is one), always in float32,
+    so the clean row equals the logits the training run saved.
+    """
     from .train import load_run
 
-    r = load_run(run, dataset, root, device)
+    r = load_run(run, dataset, root, resolve_device(device))
     return evaluate_shifts(r.model, r.splits["test"], r.splits["val"], get_spec(r.dataset), out_dir, **kw)
 
 

@@ -7,6 +7,7 @@ import logging
 import os
 import random
 import tempfile
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -72,9 +73,11 @@ def make_generator(seed: int, device: str | torch.device = "cpu") -> torch.Gener
 
 
 # -------------------------------------------------------------------------- device
-def resolve_device(device: str = "auto") -> torch.device:
-    """'auto' picks CUDA, then Apple MPS, then CPU; an explicit choice is checked."""
-    if device == "auto":
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """'auto' (or None) picks CUDA, then Apple MPS, then CPU; an explicit choice is checked."""
+    if isinstance(device, torch.device):
+        device = str(device)
+    if device is None or device == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
         if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
@@ -188,7 +191,34 @@ def save_figure(fig, path: str | os.PathLike, dpi: int = 150) -> Path:
     return Path(path)
 
 
+def to_cpu(obj: Any) -> Any:
+    """``obj`` with every tensor in it (through dicts, lists and tuples) moved to the CPU.
+
+    Tensors already on the CPU are kept as they are (no copy), and a state
+    dict's ``_metadata`` survives, so ``load_state_dict`` sees what it saved.
+    """
+    if isinstance(obj, torch.Tensor):
+        return obj if obj.device.type == "cpu" else obj.detach().cpu()
+    if isinstance(obj, dict):
+        meta = getattr(obj, "_metadata", None)
+        out = OrderedDict() if isinstance(obj, OrderedDict) or meta is not None else {}
+        for k, v in obj.items():
+            out[k] = to_cpu(v)
+        if meta is not None:
+            out._metadata = meta
+        return out
+    if type(obj) in (list, tuple):
+        return type(obj)(to_cpu(v) for v in obj)
+    return obj
+
+
 def save_torch(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` atomically, with every tensor on the CPU.
+
+    A checkpoint made on a GPU then loads with a plain ``torch.load`` on a
+    machine without one (no ``map_location`` needed).
+    """
+    obj = to_cpu(obj)
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
     return Path(path)
