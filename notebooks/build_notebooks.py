@@ -74,7 +74,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO_URL = os.environ.get("MEDSSL_REPO_URL") or {repo_url}  # the course's repository (course.toml)
+# the course's repository (set in course.toml); the environment variable MEDSSL_REPO_URL overrides it
+REPO_URL = os.environ.get("MEDSSL_REPO_URL") or {repo_url}
 
 
 class SetupError(Exception):
@@ -132,6 +133,8 @@ def params_cell(extra: str, model: str, epochs_note: str, fracs: str = "None  # 
         RESULTS_ROOT = None          # None: results/ in the repository (a temporary folder in smoke mode)
         DRIVE = None                 # None: in Colab, keep results/, runs/ and data in MyDrive/medmnist-ssl
         SMOKE = None                 # None: on when the environment has MEDSSL_SMOKE 1 or CI true (tiny, fast runs)
+        PRECISION = None             # None: "auto" (bf16 on A100/H100, fp16 on T4/V100, fp32 on CPU); "fp32": no AMP
+        DETERMINISTIC = False        # True: deterministic GPU kernels (slower); see "Reproducibility" in the README
         OVERWRITE = None             # None: False (True in smoke mode); True replaces this week's files
         ''').strip()
     extra = textwrap.dedent(extra).strip()
@@ -143,7 +146,8 @@ def start_cell(week: int, extra_args: str = "") -> object:
     return code(textwrap.dedent("""
         wk = ch.WeekRun(week=WEEK, dataset=DATASET_KEY, student=STUDENT, model=MODEL_NAME, epochs=EPOCHS,
                         batch_size=BATCH_SIZE, seed=SEED, label_fracs=LABEL_FRACS, results_root=RESULTS_ROOT,
-                        smoke=SMOKE, overwrite=OVERWRITE, drive=DRIVE""").strip().replace("WEEK", str(week))
+                        smoke=SMOKE, overwrite=OVERWRITE, drive=DRIVE, precision=PRECISION,
+                        deterministic=DETERMINISTIC""").strip().replace("WEEK", str(week))
                 + more + ")\nprint(wk.describe())", check=True)
 
 

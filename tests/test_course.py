@@ -585,3 +585,34 @@ def test_run_takes_results_root_from_p_and_refuses_runner_parameters(monkeypatch
     monkeypatch.undo()
     with pytest.raises(ConfigError, match="-p STUDENT is set by the runner.*--student"):
         course.run_week(1, "breastmnist", "alice", tmp_path / "results", params={"STUDENT": "bob"})
+
+
+def test_precision_and_determinism_parameters_reach_every_training_config(tmp_path, monkeypatch):
+    import medssl.pretrain
+    import medssl.probe
+
+    seen = {}
+
+    def fake_pretrain(cfg, out, overwrite=False):
+        seen["ssl"] = cfg
+        Path(out).mkdir(parents=True, exist_ok=True)
+        (Path(out) / "ssl_config.json").write_text("{}")
+
+    def fake_probe(cfg, out, overwrite=False, **kw):
+        seen["downstream"] = cfg
+        Path(out).mkdir(parents=True, exist_ok=True)
+
+    monkeypatch.setattr(medssl.pretrain, "run", fake_pretrain)
+    monkeypatch.setattr(medssl.probe, "run", fake_probe)
+    wk = ch.WeekRun(week=5, dataset="synthetic", student="alice", results_root=tmp_path / "results", smoke=True,
+                    precision="fp32", deterministic=True)
+    assert wk.train_config().precision == "fp32" and wk.train_config().deterministic is True
+    wk.pretrain()
+    wk.downstream("probe", tmp_path / "enc.pt", [0.1])
+    assert (seen["ssl"].precision, seen["ssl"].deterministic) == ("fp32", True)
+    assert (seen["downstream"].precision, seen["downstream"].deterministic) == ("fp32", True)
+    assert wk.settings["precision"] == "fp32" and wk.settings["deterministic"] is True
+    default = ch.WeekRun(week=1, dataset="synthetic", student="bob", results_root=tmp_path / "results", smoke=True,
+                         precision=None)
+    cfg = default.train_config()
+    assert (cfg.precision, cfg.deterministic) == ("auto", False) and "precision" not in default.settings

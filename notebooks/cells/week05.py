@@ -139,7 +139,7 @@ def cells(md, code, params_cell, start_cell):
             seeds = B1_SEEDS or ([0, 1] if wk.smoke else [0, 1, 2])
             fracs = B1_FRACS or ([0.05, 0.2] if wk.smoke else [0.01, 0.02, 0.05, 0.1, 0.2])
             gcfg = GridConfig(dataset=wk.dataset, encoder=str(encoder_path), fractions=list(fracs), seeds=seeds,
-                              methods=["probe"], progress=not wk.smoke)
+                              methods=["probe"], progress=not wk.smoke, **wk.numerics())
             grid_dir = wk.job("B1_grid", gcfg.to_dict(), lambda o: run_grid(gcfg, o, overwrite=True))
             wk.copy_file(grid_dir / "label_grid.csv", "B1_label_grid.csv")
             wk.copy_file(grid_dir / "label_efficiency.png", "B1_label_efficiency_plot.png")

@@ -276,7 +276,7 @@ class WeekRun:
                  seed: int = 42, label_fracs: Sequence[float] | None = None,
                  results_root: str | os.PathLike | None = None, smoke: bool | None = None,
                  overwrite: bool | None = None, tasks: str | Sequence[str] | None = "auto",
-                 drive: bool | None = False, **extra):
+                 drive: bool | None = False, precision: str | None = None, deterministic: bool = False, **extra):
         from .registry import get_spec
 
         self.week = M.check_week(week)
@@ -293,6 +293,8 @@ class WeekRun:
         self.seed = int(seed)
         self.label_fracs = [float(f) for f in (label_fracs or DEFAULT_LABEL_FRACS)]
         self.overwrite = self.smoke if overwrite is None else bool(overwrite)
+        self.precision = precision or "auto"     # training precision (medssl.accel); evaluation is always fp32
+        self.deterministic = bool(deterministic)
         self.extra = dict(extra)
         self.stem = SMOKE_STEM if self.smoke else "auto"
         self.drive = drive_folder(drive)  # Colab: MyDrive/medmnist-ssl (results/ and runs/ survive a reset)
@@ -359,7 +361,16 @@ class WeekRun:
             out["label_fracs"] = self.label_fracs
         if self.tasks:
             out["tasks"] = [t.id for t in self.tasks]
-        return {**out, **self.extra}
+        return {**out, **self.numerics(), **self.extra}
+
+    def numerics(self) -> dict:
+        """``precision`` / ``deterministic`` for the library's configs, when they differ from the defaults."""
+        out: dict = {}
+        if self.precision != "auto":
+            out["precision"] = self.precision
+        if self.deterministic:
+            out["deterministic"] = True
+        return out
 
     def describe(self) -> str:
         """Stable text for the notebook: what this week writes and where (paths relative to the course root)."""
@@ -479,6 +490,7 @@ class WeekRun:
                   seed=self.seed, stem="auto" if model == "smallcnn" else self.stem, progress=not self.smoke)
         if self.smoke and "label_frac" not in overrides:  # an explicit label fraction is the experiment: kept
             kw["label_frac"] = self.smoke_fraction(self.spec.n_samples["train"])
+        kw.update(self.numerics())
         kw.update(overrides)
         return TrainConfig(**kw)
 
@@ -557,6 +569,7 @@ class WeekRun:
         backbone = overrides.get("backbone", self.model or "resnet18")
         kw = dict(dataset=self.dataset, backbone=backbone, stem="auto" if backbone == "smallcnn" else self.stem,
                   epochs=self.epochs, batch_size=self.batch_size, seed=self.seed, progress=not self.smoke)
+        kw.update(self.numerics())
         kw.update(overrides)
         cfg = SSLConfig(**kw)
         out = self.job(name, cfg.to_dict(), lambda o: pretrain_run(cfg, o, overwrite=True))
@@ -572,6 +585,7 @@ class WeekRun:
                   epochs=self.epochs, progress=not self.smoke)
         if self.smoke:
             kw["min_steps"] = 0
+        kw.update(self.numerics())
         kw.update(overrides)
         cfg = DownstreamConfig(**kw)
         return self.job(name, {**cfg.to_dict(), "finetune": finetune, "compare_inits": compare_inits},
