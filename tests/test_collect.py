@@ -72,6 +72,7 @@ def test_hand_in_zip_layout_and_never_replaces_an_earlier_zip(tmp_path):
     folder = tmp_path / "student" / "results" / "week1" / "breastmnist" / "alice"
     (folder / ".hidden").write_text("x")
     (folder / "README_week1.md").write_text("# second version\n")
+    os.utime(folder / "reliability.png", (0, 0))    # dated 1970 (a copied file, a bad clock): zips cannot hold it
     z2 = course.make_submission_zip(folder, 1, "breastmnist", "alice", z1.parent)
     assert z2.name == "week1_breastmnist_alice_2.zip" and z1.exists()
     assert entries_of(z1)["week1/breastmnist/alice/README_week1.md"] != entries_of(z2)[

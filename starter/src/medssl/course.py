@@ -975,7 +975,7 @@ def make_submission_zip(folder: str | os.PathLike, week: int, dataset: str, stud
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED, strict_timestamps=False) as zf:  # any file date
             for p in files:
                 zf.write(p, prefix + p.relative_to(folder).as_posix())
         stem = f"week{week}_{dataset}_{student}"
