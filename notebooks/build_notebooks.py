@@ -55,7 +55,7 @@ def code(text: str, check: bool = False, tags: tuple[str, ...] = ()):
 
 def badge(name: str, cfg: dict | None = None) -> str:
     """The "Open in Colab" badge of notebook ``name`` (Colab opens notebooks from GitHub only)."""
-    cfg = cfg or course_config()
+    cfg = cfg or course_config(HERE.parent)
     slug = github_slug(cfg["repo_url"])
     if slug is None:
         return f"*(Open this notebook in Colab from the course's GitHub repository; `{cfg['repo_url']}` is not one.)*"
@@ -116,7 +116,7 @@ print(ch.device_banner())
 
 
 def setup_cell(cfg: dict | None = None) -> object:
-    cfg = cfg or course_config()
+    cfg = cfg or course_config(HERE.parent)
     return code(SETUP_TEMPLATE.format(repo_url=json.dumps(cfg["repo_url"]), placeholder=json.dumps(PLACEHOLDER_URL)))
 
 
@@ -165,7 +165,7 @@ def hand_in_cells() -> list:
 
 
 def build(week: int, cfg: dict | None = None) -> nbformat.NotebookNode:
-    cfg = cfg or course_config()
+    cfg = cfg or course_config(HERE.parent)
     mod = WEEKS[week]
     body = [md(f"{badge(mod.FILE, cfg)}\n\n" + textwrap.dedent(mod.INTRO).strip()), setup_cell(cfg)]
     body += mod.cells(md=md, code=code, params_cell=params_cell, start_cell=start_cell)
@@ -209,7 +209,7 @@ def main(argv=None) -> int:
     p.add_argument("--execute", action="store_true", help="run in smoke mode and keep the outputs")
     p.add_argument("--results-root", default=None, help="smoke results root (default: a fresh temp folder)")
     args = p.parse_args(argv)
-    cfg = course_config()
+    cfg = course_config(HERE.parent)
     if PLACEHOLDER_URL in cfg["repo_url"]:
         print(f"note: course.toml still has the placeholder repo_url {cfg['repo_url']}: the Colab badges lead "
               "nowhere and the setup cell stops in Colab until it is set to the course's repository.", flush=True)
