@@ -28,13 +28,18 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def positive_probability(probs: np.ndarray, positive_class: int) -> np.ndarray:
-    """P(positive) from (N, 2) probabilities, taken as ``1 - p1`` when class 0 is positive.
+    """P(positive) from (N, 2) probabilities: the positive class's own column, ``probs[:, positive_class]``.
 
-    Using ``1 - p1`` (not ``p0``) keeps the ranking exactly the reverse of p1,
-    so AUROC matches medmnist's evaluator to the last bit.
+    Never ``1 - p1``: in floating point that subtraction rounds to the spacing of numbers near 1, so
+    distinct small probabilities (``p1`` = 1e-17 and 1e-18, or two values an ulp apart) become one
+    value and their ranking is lost. (The binary AUROC does not need this column at all; see
+    :func:`medssl.metrics.auroc`.)
     """
     probs = np.asarray(probs, dtype=np.float64)
-    return probs[:, 1] if positive_class == 1 else 1.0 - probs[:, 1]
+    if probs.ndim != 2 or probs.shape[1] != 2 or positive_class not in (0, 1):
+        raise ConfigError(f"positive_probability needs (N, 2) probabilities and a positive class 0 or 1, got "
+                          f"shape {probs.shape} and class {positive_class!r}.")
+    return probs[:, positive_class]
 
 
 def confidence_and_outcome(probs: np.ndarray, labels: np.ndarray,
@@ -66,8 +71,11 @@ def reliability_bins(confidence: np.ndarray, outcome: np.ndarray, n_bins: int = 
                      strategy: str = "uniform") -> ReliabilityBins:
     """Group predictions into bins by confidence.
 
-    ``uniform``: equal-width bins (lo, hi] over [0, 1], a confidence of exactly
-    0 goes to the first bin. ``quantile``: equal-mass bins, each holding the
+    ``uniform``: equal-width bins (lo, hi] over [0, 1] with edges ``k / n_bins``, a
+    confidence of exactly 0 goes to the first bin. A confidence equal to an edge
+    belongs to the bin that edge closes (0.3 with 10 bins is in (0.2, 0.3]), judged
+    against the very edges reported in ``lower`` / ``upper``, never against a
+    rounded ``conf * n_bins``. ``quantile``: equal-mass bins, each holding the
     same number of predictions (+-1), sorted by confidence.
     """
     conf = np.asarray(confidence, dtype=np.float64)
@@ -75,8 +83,8 @@ def reliability_bins(confidence: np.ndarray, outcome: np.ndarray, n_bins: int = 
     if n_bins < 1:
         raise ValueError(f"n_bins must be >= 1, got {n_bins}")
     if strategy == "uniform":
-        edges = np.linspace(0.0, 1.0, n_bins + 1)
-        idx = np.clip(np.ceil(conf * n_bins).astype(int) - 1, 0, n_bins - 1)
+        edges = np.arange(n_bins + 1) / n_bins        # k / n, correctly rounded (linspace is not)
+        idx = np.searchsorted(edges[1:-1], conf, side="left")   # first bin whose upper edge >= conf
         groups = [np.flatnonzero(idx == b) for b in range(n_bins)]
         lower, upper = edges[:-1], edges[1:]
     elif strategy == "quantile":
