@@ -138,7 +138,8 @@ def fp32_eval(device: torch.device | str) -> Iterator[None]:
     """
     device = torch.device(device)
     if device.type != "cuda":
-        yield
+        with torch.autocast("cpu", enabled=False):    # also ends a CPU autocast region the caller opened
+            yield
         return
     with _tf32(device, allowed=False), torch.autocast("cuda", enabled=False):
         yield

@@ -40,8 +40,13 @@ from .errors import ConfigError
 
 
 def one_hot(labels: torch.Tensor, n_classes: int) -> torch.Tensor:
-    """Integer labels (N,) -> float one-hot targets (N, K)."""
-    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= n_classes):
+    """Integer labels (N,) -> float one-hot targets (N, K).
+
+    The range check reads the labels on the host, so it runs only for CPU
+    tensors; on a GPU it would stall every MixUp step, and there an
+    out-of-range label still stops the run with CUDA's device-side assert.
+    """
+    if labels.numel() and labels.device.type == "cpu" and (int(labels.min()) < 0 or int(labels.max()) >= n_classes):
         raise ConfigError(f"labels must lie in [0, {n_classes - 1}], got range [{int(labels.min())}, "
                           f"{int(labels.max())}].")
     return F.one_hot(labels.long(), n_classes).float()
