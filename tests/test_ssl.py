@@ -26,7 +26,7 @@ from medssl.ssl import (
     num_two_view_batches,
     two_view_batches,
 )
-from medssl.utils import make_generator, read_jsonl
+from medssl.utils import make_generator, read_jsonl, resolve_device
 
 
 # --------------------------------------------------------------- references
@@ -224,7 +224,8 @@ def test_pretrain_cli_end_to_end(synth_root, tmp_path, capsys):
     assert cfg["status"] == "done" and cfg["epochs_run"] == 2 and cfg["labels_used"] is False
     assert cfg["config"]["tau"] == 0.3 and cfg["config"]["proj_dim"] == 32 and cfg["seed"] == 42
     assert cfg["augmentations"] == ssl_augmentation("ultrasound", "strong").describe()
-    assert cfg["data"]["synthetic"] is True and cfg["wall_time_s"] > 0 and cfg["device"] == "cpu"
+    assert cfg["data"]["synthetic"] is True and cfg["wall_time_s"] > 0 and cfg["device"] == str(resolve_device("auto"))
+    assert cfg["numerics"]["precision"] == "auto" and cfg["numerics"]["eval_dtype"] == "fp32"
     log = read_jsonl(out / "ssl_log.jsonl")
     assert [r["epoch"] for r in log] == [1, 2] and cfg["final_loss"] == log[-1]["loss"]
     assert all(0 < r["loss"] < cfg["chance_loss"] + 0.5 for r in log)
