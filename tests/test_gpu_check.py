@@ -70,7 +70,7 @@ def test_smoke_run_lists_every_step_ok(smoke_run):
     for step in summary["steps"]:
         assert step["status"] == "ok", step
         if step["name"] != "env":
-            assert step["wall_s"] > 0 and 0 < step["timeout_s"] <= 900
+            assert step["wall_s"] > 0 and 0 < step["timeout_s"] <= 1800
             assert (out / step["json"]).is_file() and (out / step["log"]).is_file()
     assert re.fullmatch(r"[0-9a-f]{40}", summary["git_commit"])
     assert summary["torch"] == torch.__version__ and summary["device_name"]
