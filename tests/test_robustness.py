@@ -165,7 +165,7 @@ def test_evaluate_shifts_binary(tmp_path, synth_splits):
     # hard-case audit on the Week-7 cases, original probability = clean P(positive)
     hc = r["hard_cases"]
     assert hc["index"].tolist() == [3, 7]
-    p_clean = 1 - softmax(predict_logits(model, test.images))[:, 1]
+    p_clean = softmax(predict_logits(model, test.images))[:, 0]     # P(positive) is its own column (class 0)
     np.testing.assert_allclose(hc["P(lesion) original"], p_clean[[3, 7]])
     for f in ("robustness_table.csv", "robustness_table.md", "robustness_plot.png", "perturbation_examples.png",
               "shift_reliability.png", "shift_reliability_before.png", "shift_reliability_after.png",
