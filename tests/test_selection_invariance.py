@@ -162,9 +162,10 @@ def test_train_run_best_and_early_stopping_epochs_ignore_the_test_split(week_run
     assert_choices_identical(choices)
     assert_test_moved({v: {n: [r["acc"], r["auroc"], r["ece"]] for n, r in week_runs[v]["results"].items()}
                        for v in VARIANTS})
-    # the choice is not degenerate: validation AUROC moves between epochs
+    # the choices are not degenerate: validation AUROC moves between epochs, and early stopping fires
     hist = choices["original"]["resnet18_all_basic"]["history"]
     assert len({row["val_auroc"] for row in hist}) > 1
+    assert any(c["early_stopped"] for c in choices["original"].values())
 
 
 def test_week3_recommendation_and_week6_baseline_ignore_the_test_split(week_runs):
