@@ -64,7 +64,12 @@ from medssl.data import TensorSplit, load_split
 from medssl.models import build_model
 from medssl.recipes import predict_tta_tensor, tta_transforms
 
-pytestmark = pytest.mark.filterwarnings("ignore:Accessing the data pointer of FakeTensor:UserWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:Accessing the data pointer of FakeTensor:UserWarning"),
+    # fake CUDA tensors need a PyTorch built with CUDA (PyPI's default Linux wheel); a GPU is not needed
+    pytest.mark.skipif(not torch.backends.cuda.is_built(),
+                       reason="this PyTorch is a CPU-only build; fake CUDA tensors need the default (CUDA) wheel"),
+]
 
 CUDA = torch.device("cuda")
 GPUS = {"t4": (7, 5), "h100": (9, 0)}

@@ -99,6 +99,8 @@ def grad_scaler(device: torch.device | str, precision: str = "auto") -> torch.am
     """
     device = torch.device(device)
     enabled = amp_dtype(device, precision) == torch.float16
+    if not hasattr(torch.amp, "GradScaler"):              # torch < 2.3: only the CUDA class exists
+        return torch.cuda.amp.GradScaler(enabled=enabled)
     return torch.amp.GradScaler("cuda" if device.type == "cuda" else "cpu", enabled=enabled)
 
 
