@@ -49,16 +49,20 @@ if [ -e "$OUT" ] && [ -n "$(ls -A "$OUT" 2>/dev/null)" ]; then
   echo "gpu_check.sh: $OUT is not empty; give a new folder so that results of two runs are never mixed" >&2
   exit 2
 fi
-mkdir -p "$OUT/logs" || exit 2
-OUT=$(cd "$OUT" && pwd)
-REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$REPO" || exit 2
-
 PY="${PYTHON:-python}"
 if ! command -v "$PY" >/dev/null 2>&1; then
   if [ -z "${PYTHON:-}" ] && command -v python3 >/dev/null 2>&1; then PY=python3; else
     echo "gpu_check.sh: no Python interpreter '$PY'; set PYTHON=/path/to/python" >&2; exit 2; fi
 fi
+case "$PY" in */*) PY="$(cd "$(dirname "$PY")" && pwd)/$(basename "$PY")" ;; esac  # a relative path, before cd
+if ! "$PY" -c "import sys; assert float(sys.argv[1]) > 0" "$SCALE" 2>/dev/null; then
+  echo "gpu_check.sh: --time-scale takes a positive number, got $SCALE" >&2; exit 2
+fi
+mkdir -p "$OUT/logs" || exit 2
+OUT=$(cd "$OUT" && pwd)
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$REPO" || exit 2
+
 if ! "$PY" -c "import medssl, torch" 2>"$OUT/logs/import.log"; then
   echo "gpu_check.sh: $PY cannot import medssl and torch (see $OUT/logs/import.log); install the course first:" \
        "pip install -e starter" >&2

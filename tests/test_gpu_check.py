@@ -35,6 +35,7 @@ def gpu_check(*args: str, timeout: float = 3000) -> subprocess.CompletedProcess:
 def test_usage_errors(tmp_path):
     assert gpu_check().returncode == 2
     assert gpu_check("--nope", str(tmp_path / "x")).returncode == 2
+    assert gpu_check("--smoke", "--time-scale", "fast", str(tmp_path / "y")).returncode == 2
     full = tmp_path / "full"
     full.mkdir()
     (full / "old.json").write_text("{}")
