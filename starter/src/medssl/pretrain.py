@@ -191,7 +191,7 @@ def ssl_train_epoch(model: nn.Module, batches, n_steps: int, optimizer: torch.op
     model.train()
     tracker = LossTracker(device)
     bar = progress_bar(batches, progress, total=n_steps, leave=False, desc=desc)
-    show = not getattr(bar, "disable", True)
+    show, next_show = not getattr(bar, "disable", True), 0.0
     with accel.training_math(device, precision):
         for v1, v2 in bar:
             v1 = accel.channels_last(v1.to(device, non_blocking=True))
@@ -205,8 +205,9 @@ def ssl_train_epoch(model: nn.Module, batches, n_steps: int, optimizer: torch.op
             if scheduler is not None:
                 scheduler.step()
             tracker.add(loss, len(v1))
-            if show:                       # reading the running mean waits for the GPU: only when a bar shows it
+            if show and time.perf_counter() >= next_show:   # reading the mean waits for the GPU: once a second
                 bar.set_postfix(loss=f"{tracker.mean():.4f}")
+                next_show = time.perf_counter() + 1.0
     mean, bad = tracker.finish()
     return mean, tracker.count, bad
 

@@ -240,7 +240,7 @@ def train_one_epoch(model: nn.Module, batches, n_batches: int, optimizer: torch.
     model.train()
     tracker = LossTracker(device)
     bar = progress_bar(batches, progress, total=n_batches, desc=desc, leave=False)
-    show = not getattr(bar, "disable", True)
+    show, next_show = not getattr(bar, "disable", True), 0.0
     with accel.training_math(device, precision):
         for x, y in bar:
             if mixup is not None:
@@ -255,8 +255,9 @@ def train_one_epoch(model: nn.Module, batches, n_batches: int, optimizer: torch.
             if scheduler is not None:
                 scheduler.step()
             tracker.add(loss, len(y))
-            if show:                       # reading the running mean waits for the GPU: only when a bar shows it
+            if show and time.perf_counter() >= next_show:   # reading the mean waits for the GPU: once a second
                 bar.set_postfix(loss=f"{tracker.mean():.4f}")
+                next_show = time.perf_counter() + 1.0
     mean, bad = tracker.finish()
     if bad is not None:
         raise ConfigError(f"training loss became {bad[1]} at step {bad[0]} ({desc}); lower --lr and try again.")
