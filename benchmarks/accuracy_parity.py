@@ -10,7 +10,8 @@ validation AUROC and scored on the test split by the same evaluation code:
 * ``seed``    -- the seed projects' input pipeline (PIL transforms per image in DataLoader workers: flip,
                  rotation 10 degrees, ColorJitter 0.1; fp32, NCHW), in a plain training loop;
 * ``library`` -- ``medssl.train.run`` at the same settings: uint8 split on the device, per-batch augmentation
-                 (the ``light`` preset), bf16 autocast + channels_last + fused AdamW on CUDA.
+                 (the ``light`` preset), the library's mixed precision (bf16 on compute capability >= 8.0,
+                 fp16 with loss scaling on older GPUs) + channels_last + fused AdamW on CUDA.
 
 It prints test accuracy / AUROC and wall time for both and writes them to a JSON file. The two runs draw
 different random numbers (different augmentation code), so compare over several ``--seeds`` before reading

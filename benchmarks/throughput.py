@@ -9,7 +9,8 @@ Three pipelines train the same ResNet-18 (3x3 stem, no max-pool) for a fixed num
 * ``readable`` -- the library's per-image path (:class:`medssl.data.MedMNISTDataset` + torchvision v2),
                   DataLoader in the main process;
 * ``library``  -- the library's default: the split held on the device as uint8, augmentation per batch on the
-                  device (:class:`medssl.augment.BatchAugment`), bf16 autocast and channels_last on CUDA, a fused
+                  device (:class:`medssl.augment.BatchAugment`), the library's mixed precision (bf16 on compute
+                  capability >= 8.0, fp16 with loss scaling on older GPUs) and channels_last on CUDA, a fused
                   optimizer, optionally ``torch.compile``.
 
 For each (task, size, pipeline) it prints images/s (for SimCLR: view-images/s, two per image), the speed-up over
@@ -29,6 +30,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from medssl import accel
 from medssl.augment import BatchAugment, ssl_augmentation, supervised_augmentation
 from medssl.data import MedMNISTDataset, TensorSplit, load_split, to_float
 from medssl.models import build_model
@@ -166,9 +168,10 @@ def make_model(key: str, size: int, ssl: bool, device: torch.device, fast: bool,
     return model, step_model, opt
 
 
-def train_step(step_model, opt, batch, ssl: bool, device: torch.device, fast: bool) -> None:
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if (fast and device.type == "cuda") \
-        else torch.autocast("cpu", enabled=False)
+def train_step(step_model, opt, batch, ssl: bool, device: torch.device, fast: bool, scaler=None) -> None:
+    """One optimizer step. The library pipeline uses the library's precision policy (``accel.autocast``: bf16 on
+    compute capability >= 8.0, fp16 with loss scaling on older GPUs, fp32 on CPU); the others train in fp32."""
+    amp = accel.autocast(device) if fast else torch.autocast("cpu", enabled=False)
     if ssl:
         x1, x2 = (t.to(device, non_blocking=True) for t in batch)
         if fast and device.type == "cuda":
@@ -182,8 +185,13 @@ def train_step(step_model, opt, batch, ssl: bool, device: torch.device, fast: bo
         with amp:
             loss = F.cross_entropy(step_model(x), y)
     opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
+    if scaler is None:
+        loss.backward()
+        opt.step()
+    else:
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
 
 
 def flops_per_image(key: str, size: int, ssl: bool, device: torch.device, arch: str = "resnet18") -> float:
@@ -210,6 +218,7 @@ def measure(pipeline: str, key: str, size: int, ssl: bool, device: torch.device,
     torch.manual_seed(0)
     fast = pipeline == "library"
     model, step_model, opt = make_model(key, size, ssl, device, fast, compile_model, arch)
+    scaler = accel.grad_scaler(device) if fast else None
     model.train()
     if pipeline == "seed":
         batches = cycle(seed_style_loader(key, size, batch_size, ssl, workers))
@@ -218,11 +227,11 @@ def measure(pipeline: str, key: str, size: int, ssl: bool, device: torch.device,
     else:
         batches = library_batches(key, size, batch_size, ssl, device)
     for _ in range(warmup):
-        train_step(step_model, opt, next(batches), ssl, device, fast)
+        train_step(step_model, opt, next(batches), ssl, device, fast, scaler)
     sync(device)
     t0 = time.perf_counter()
     for _ in range(steps):
-        train_step(step_model, opt, next(batches), ssl, device, fast)
+        train_step(step_model, opt, next(batches), ssl, device, fast, scaler)
     sync(device)
     seconds = time.perf_counter() - t0
     images = steps * batch_size * (2 if ssl else 1)
