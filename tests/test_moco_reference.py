@@ -156,8 +156,6 @@ def test_second_step_uses_the_keys_of_the_first_as_negatives():
     assert m(x2, x1).item() == pytest.approx(ref["loss"], rel=1e-5)
 
 
-@pytest.mark.xfail(strict=True, reason="MoCo.forward applies the EMA and enqueues even in eval() mode under "
-                                       "no_grad, so an evaluation call changes the model; fix pending")
 def test_moco_forward_in_eval_mode_changes_nothing():
     m = make_moco(True)
     x1, x2 = inputs()

@@ -158,6 +158,11 @@ class MoCo(nn.Module):
     On a single device BatchNorm statistics are shared by the whole batch
     (the paper's "shuffling BN" needs several GPUs); with a queue this small
     that shortcut has not been a problem in practice, but keep it in mind.
+
+    Steps (1) and (4) change the model, so they happen only in a training step
+    (``model.train()`` with gradients enabled). In ``eval()`` mode or under
+    ``torch.no_grad()`` a forward call only computes the loss and leaves the
+    key encoder and the queue as they were.
     """
 
     method = "moco"
@@ -217,7 +222,9 @@ class MoCo(nn.Module):
             return F.normalize(self.key_head(self.key_encoder(x)).float(), dim=1)
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
-        self.momentum_update()
+        update = self.training and torch.is_grad_enabled()   # an evaluation call must not change the model
+        if update:
+            self.momentum_update()
         q = self.head(self.encoder(torch.cat([x1, x2], dim=0) if self.symmetric else x1))
         queue = self.queue.clone()
         if self.symmetric:
@@ -225,11 +232,13 @@ class MoCo(nn.Module):
             k = self._keys(torch.cat([x2, x1], dim=0))   # keys of the *other* view
             k2, k1 = k.chunk(2, dim=0)
             loss = 0.5 * (info_nce_loss(q1, k2, queue, self.tau) + info_nce_loss(q2, k1, queue, self.tau))
-            self.enqueue(torch.cat([k1, k2], dim=0))
+            if update:
+                self.enqueue(torch.cat([k1, k2], dim=0))
         else:
             k2 = self._keys(x2)
             loss = info_nce_loss(q, k2, queue, self.tau)
-            self.enqueue(k2)
+            if update:
+                self.enqueue(k2)
         return loss
 
     def chance_loss(self, batch_size: int) -> float:
