@@ -1,7 +1,7 @@
 """NT-Xent needs at least two images: with one there are no negatives, with none there is no loss.
 
-Both used to come back without an error (0.0 for B = 1, NaN for B = 0); marked ``xfail(strict=True)``
-until ``medssl.ssl.nt_xent_loss`` raises :class:`ConfigError` for them.
+Both used to come back without an error (0.0 for B = 1, NaN for B = 0); ``medssl.ssl.nt_xent_loss`` now
+raises :class:`ConfigError` for them.
 """
 
 from __future__ import annotations
@@ -20,14 +20,11 @@ def test_two_images_are_enough():
     assert math.isfinite(nt_xent_loss(z1, z2).item()) and nt_xent_loss(z1, z2).item() > 0
 
 
-@pytest.mark.xfail(strict=True, reason="nt_xent_loss returns 0.0 for a batch of one image (no negatives) "
-                                       "instead of raising; fix pending")
 def test_a_single_image_is_refused():
     with pytest.raises(ConfigError, match="at least 2"):
         nt_xent_loss(torch.randn(1, 4), torch.randn(1, 4))
 
 
-@pytest.mark.xfail(strict=True, reason="nt_xent_loss returns NaN for an empty batch instead of raising; fix pending")
 def test_an_empty_batch_is_refused():
     with pytest.raises(ConfigError, match="at least 2"):
         nt_xent_loss(torch.zeros(0, 4), torch.zeros(0, 4))

@@ -56,7 +56,7 @@ def reference_info_nce(q: np.ndarray, k: np.ndarray, queue: np.ndarray, tau: flo
 
 
 # ------------------------------------------------------------------ NT-Xent
-@pytest.mark.parametrize("b,d,tau", [(8, 16, 0.2), (5, 7, 0.5), (1, 4, 0.1), (3, 32, 1.0)])
+@pytest.mark.parametrize("b,d,tau", [(8, 16, 0.2), (5, 7, 0.5), (2, 4, 0.1), (3, 32, 1.0)])
 def test_nt_xent_matches_loop_reference(b, d, tau):
     g = torch.Generator().manual_seed(b * 100 + d)
     z1, z2 = torch.randn(b, d, generator=g), torch.randn(b, d, generator=g)

@@ -55,11 +55,18 @@ def nt_xent_loss(z1: torch.Tensor, z2: torch.Tensor, tau: float = 0.2, normalize
     * the partner of row ``i`` is row ``i + B`` and vice versa, with ``B`` taken
       from the batch actually given (so a short last batch works).
 
+    Needs ``B >= 2``: one image has no negatives (the loss would be a
+    meaningless 0) and an empty batch has no loss at all (NaN); both raise
+    :class:`ConfigError`. The SSL training loops skip a last batch of one image.
+
     Computed in float32 even under mixed precision. Returns the mean over all 2B anchors.
     """
     if z1.shape != z2.shape or z1.ndim != 2:
         raise ConfigError(f"nt_xent_loss needs two (B, D) tensors of the same shape, got {tuple(z1.shape)} "
                           f"and {tuple(z2.shape)}.")
+    if z1.shape[0] < 2:
+        raise ConfigError(f"nt_xent_loss needs a batch of at least 2 images (one image has no negatives), "
+                          f"got B = {z1.shape[0]}; drop or skip a last batch of one image.")
     if not tau > 0:
         raise ConfigError(f"the temperature tau must be > 0, got {tau}.")
     b = z1.shape[0]
