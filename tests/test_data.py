@@ -153,6 +153,67 @@ def test_fraction_indices_are_saved_and_reused(tmp_path):
         D.fraction_indices(np.zeros(50, int), 0.2, 7, tmp_path)
 
 
+def _old_independent_draw(labels, frac, seed):
+    """The sampler before nesting: one independent ``rng.choice`` per class and fraction."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        k = len(members) if frac == 1.0 else max(1, int(round(frac * len(members))))
+        out.append(rng.choice(members, size=min(k, len(members)), replace=False))
+    return np.sort(np.concatenate(out))
+
+
+def test_saved_indices_store_the_label_hash(tmp_path):
+    labels = np.array([0] * 30 + [1] * 70)
+    D.fraction_indices(labels, 0.2, 7, tmp_path, dataset="synthetic")
+    saved = json.loads((tmp_path / "indices_frac=0.2_seed=7.json").read_text())
+    assert saved["labels_sha256"] == D.labels_hash(labels)
+    assert D.labels_hash(labels.astype(np.uint8)) == D.labels_hash(labels)        # the dtype does not matter
+    assert D.labels_hash(labels[::-1]) != D.labels_hash(labels)
+
+
+def _legacy_file(path, labels, idx, **more):
+    """An indices file as it was written before label hashes (and nesting) existed."""
+    path.write_text(json.dumps({"dataset": "synthetic", "frac": 0.2, "seed": 7, "n_total": len(labels),
+                                "n_selected": len(idx), "class_counts": np.bincount(labels[idx]).tolist(),
+                                "indices": [int(i) for i in idx], **more}))
+
+
+def test_an_old_file_without_a_label_hash_is_reused_and_gets_the_hash(tmp_path):
+    labels = np.array([0] * 30 + [1] * 70)
+    old = _old_independent_draw(labels, 0.2, 7)
+    f = tmp_path / "indices_frac=0.2_seed=7.json"
+    _legacy_file(f, labels, old)
+    np.testing.assert_array_equal(D.fraction_indices(labels, 0.2, 7, tmp_path, dataset="synthetic"), old)
+    saved = json.loads(f.read_text())
+    assert saved["labels_sha256"] == D.labels_hash(labels) and saved["indices"] == old.tolist()
+    # from now on the hash guards it: other labels with the same class counts on these indices are refused
+    other = labels.copy()
+    rest = np.setdiff1d(np.arange(len(labels)), old)
+    other[rest] = np.random.default_rng(0).permutation(other[rest])
+    assert np.bincount(other[old]).tolist() == saved["class_counts"] and not np.array_equal(other, labels)
+    with pytest.raises(ConfigError, match="other training labels"):
+        D.fraction_indices(other, 0.2, 7, tmp_path, dataset="synthetic")
+
+
+def test_an_old_file_whose_class_counts_do_not_match_the_labels_is_refused(tmp_path):
+    labels = np.array([0] * 30 + [1] * 70)
+    _legacy_file(tmp_path / "indices_frac=0.2_seed=7.json", labels, _old_independent_draw(labels, 0.2, 7))
+    with pytest.raises(ConfigError, match="label"):
+        D.fraction_indices(1 - labels, 0.2, 7, tmp_path, dataset="synthetic")
+    assert "labels_sha256" not in json.loads((tmp_path / "indices_frac=0.2_seed=7.json").read_text())
+
+
+def test_saved_indices_out_of_range_are_refused(tmp_path):
+    labels = np.array([0] * 30 + [1] * 70)
+    D.fraction_indices(labels, 0.2, 7, tmp_path)
+    f = tmp_path / "indices_frac=0.2_seed=7.json"
+    f.write_text(json.dumps(json.loads(f.read_text()) | {"indices": [3, 100]}))
+    with pytest.raises(ConfigError, match="distinct indices"):
+        D.fraction_indices(labels, 0.2, 7, tmp_path)
+
+
 def test_tensor_split_batches_cover_every_image_once(synth_root):
     s = D.load_split("synthetic", "val", root=synth_root)
     ts = D.TensorSplit(s)

@@ -32,9 +32,6 @@ def test_saved_indices_for_another_length_are_refused(tmp_path):
         fraction_indices(imbalanced_labels(999), 0.1, 3, tmp_path, "synthetic")
 
 
-@pytest.mark.xfail(strict=True, reason="fraction_indices reuses a saved file when only the dataset name and the "
-                                       "number of labels match; it must store a hash of the labels and refuse "
-                                       "(or redraw) for different labels; fix pending")
 def test_saved_indices_are_not_reused_for_other_labels_of_the_same_length(tmp_path):
     labels = imbalanced_labels()
     fraction_indices(labels, 0.1, 3, tmp_path, "synthetic")

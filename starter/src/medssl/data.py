@@ -354,29 +354,72 @@ def indices_filename(frac: float, seed: int) -> str:
     return f"indices_frac={check_fraction(frac):g}_seed={seed}.json"
 
 
+def labels_hash(labels: Sequence[int]) -> str:
+    """SHA-256 of the labels (as int64): saved with the indices, so they are reused only for the same labels."""
+    return hashlib.sha256(np.ascontiguousarray(np.asarray(labels).ravel(), dtype=np.int64).tobytes()).hexdigest()
+
+
+def _saved_indices(path: Path, saved: dict, labels: np.ndarray, digest: str, dataset: str | None) -> np.ndarray:
+    """The indices of a saved file, after checking that it was made for these ``labels``."""
+    if saved.get("n_total") != len(labels) or (dataset and saved.get("dataset") not in (None, dataset)):
+        raise ConfigError(
+            f"{path} was made for {saved.get('dataset')} with {saved.get('n_total')} training images, "
+            f"not {dataset} with {len(labels)}. Use another folder for this dataset's indices."
+        )
+    idx = np.asarray(saved.get("indices", []), dtype=np.int64)
+    if idx.ndim != 1 or (idx.size and (idx.min() < 0 or idx.max() >= len(labels))) or \
+            len(np.unique(idx)) != len(idx):
+        raise ConfigError(f"{path} does not hold a list of distinct indices into the {len(labels)} training "
+                          "labels. Delete it (it is redrawn) or use another --indices-dir.")
+    stored = saved.get("labels_sha256")
+    if stored is not None:
+        if stored != digest:
+            raise ConfigError(
+                f"{path} was drawn for other training labels (same dataset name and length, different label "
+                "values: the stored label hash differs). Reusing it would pick a different labelled subset than "
+                "its fingerprint says. Use another --indices-dir for these labels, or delete the file to redraw it.")
+        return idx
+    # a file saved before label hashes were stored: check what it does record, then add the hash
+    counts = saved.get("class_counts")
+    if counts is not None and np.bincount(labels[idx], minlength=len(counts)).tolist() != list(counts):
+        raise ConfigError(
+            f"{path} was drawn for other training labels: its stored class counts {list(counts)} do not match "
+            f"the labels of these indices ({np.bincount(labels[idx]).tolist()}). Use another --indices-dir for "
+            "these labels, or delete the file to redraw it.")
+    get_logger().warning(f"{path.name} was saved before label hashes were stored: reusing its indices "
+                         f"({len(idx)} images) and adding the hash of these labels.")
+    return idx
+
+
 def fraction_indices(labels: Sequence[int], frac: float, seed: int, save_dir: str | os.PathLike | None = None,
                      dataset: str | None = None) -> np.ndarray:
     """Stratified indices, saved as ``indices_frac=<f>_seed=<s>.json`` and reused if already there.
 
     Reusing the file is what lets the supervised baseline, the probe and the
     fine-tune all see exactly the same labelled images.
+
+    A saved file is reused only for the labels it was drawn from: it stores the
+    SHA-256 of the labels (:func:`labels_hash`), and other labels -- even of
+    the same dataset and length -- raise :class:`ConfigError`. A file saved
+    before the hash was stored is reused when its indices are valid and its
+    recorded class counts match these labels; the hash is then added to it.
+    The saved indices always win over a new draw.
     """
     labels = np.asarray(labels)
     if save_dir is None:
         return stratified_fraction(labels, frac, seed)
     path = Path(save_dir) / indices_filename(frac, seed)
+    digest = labels_hash(labels)
     if path.exists():
         saved = json.loads(path.read_text())
-        if saved.get("n_total") != len(labels) or (dataset and saved.get("dataset") not in (None, dataset)):
-            raise ConfigError(
-                f"{path} was made for {saved.get('dataset')} with {saved.get('n_total')} training images, "
-                f"not {dataset} with {len(labels)}. Use another folder for this dataset's indices."
-            )
-        return np.asarray(saved["indices"], dtype=np.int64)
+        idx = _saved_indices(path, saved, labels, digest, dataset)
+        if saved.get("labels_sha256") is None:
+            write_json(path, {**saved, "labels_sha256": digest})
+        return idx
     idx = stratified_fraction(labels, frac, seed)
     write_json(path, {"dataset": dataset, "frac": frac, "seed": seed, "n_total": len(labels),
                       "n_selected": len(idx), "class_counts": np.bincount(labels[idx]).tolist(),
-                      "indices": idx.tolist()})
+                      "labels_sha256": digest, "indices": idx.tolist()})
     return idx
 
 
