@@ -214,6 +214,22 @@ def test_saved_indices_out_of_range_are_refused(tmp_path):
         D.fraction_indices(labels, 0.2, 7, tmp_path)
 
 
+def test_file_names_carry_the_exact_fraction_and_old_names_are_read_only_when_exact(tmp_path):
+    assert D.indices_filename(0.1, 42) == "indices_frac=0.1_seed=42.json"        # unchanged for usual fractions
+    assert D.indices_filename(1.0, 42) == "indices_frac=1.0_seed=42.json"
+    assert D.indices_filename(1 / 3, 0) == f"indices_frac={1 / 3!r}_seed=0.json"
+    labels = np.array([0] * 30 + [1] * 70)
+    # an old ':g' name that stands for exactly 1.0 is read (and saved again under the new name)
+    everything = np.arange(100)[::2]                                              # a hand-made subset
+    _legacy_file(tmp_path / "indices_frac=1_seed=7.json", labels, everything)
+    np.testing.assert_array_equal(D.fraction_indices(labels, 1.0, 7, tmp_path), everything)
+    assert json.loads((tmp_path / "indices_frac=1.0_seed=7.json").read_text())["indices"] == everything.tolist()
+    # an old name that only rounds to the fraction is not
+    _legacy_file(tmp_path / "indices_frac=0.333333_seed=7.json", labels, everything)
+    drawn = D.fraction_indices(labels, 1 / 3, 7, tmp_path)
+    assert len(drawn) == 10 + 23 and (tmp_path / D.indices_filename(1 / 3, 7)).exists()
+
+
 def test_tensor_split_batches_cover_every_image_once(synth_root):
     s = D.load_split("synthetic", "val", root=synth_root)
     ts = D.TensorSplit(s)

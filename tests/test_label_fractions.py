@@ -40,8 +40,6 @@ def test_saved_indices_are_not_reused_for_other_labels_of_the_same_length(tmp_pa
         fraction_indices(other, 0.1, 3, tmp_path, "synthetic")
 
 
-@pytest.mark.xfail(strict=True, reason="indices_filename formats the fraction with ':g' (6 significant digits), "
-                                       "so fractions that agree to 6 digits share one file; fix pending")
 def test_fractions_that_agree_to_six_digits_get_their_own_files(tmp_path):
     assert indices_filename(0.1234561, 0) != indices_filename(0.1234564, 0)
     labels = imbalanced_labels()

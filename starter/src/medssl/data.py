@@ -351,7 +351,15 @@ def stratified_fraction(labels: Sequence[int], frac: float, seed: int) -> np.nda
 
 
 def indices_filename(frac: float, seed: int) -> str:
-    return f"indices_frac={check_fraction(frac):g}_seed={seed}.json"
+    """``indices_frac=<f>_seed=<s>.json`` with the exact fraction (``repr``): distinct fractions never share a file."""
+    return f"indices_frac={check_fraction(frac)!r}_seed={seed}.json"
+
+
+def _legacy_indices_filename(frac: float, seed: int) -> str | None:
+    """The name files had before (``:g``, 6 significant digits), when it stands for exactly ``frac``; else None."""
+    frac = check_fraction(frac)
+    short = f"{frac:g}"
+    return f"indices_frac={short}_seed={seed}.json" if float(short) == frac else None
 
 
 def labels_hash(labels: Sequence[int]) -> str:
@@ -403,17 +411,22 @@ def fraction_indices(labels: Sequence[int], frac: float, seed: int, save_dir: st
     the same dataset and length -- raise :class:`ConfigError`. A file saved
     before the hash was stored is reused when its indices are valid and its
     recorded class counts match these labels; the hash is then added to it.
-    The saved indices always win over a new draw.
+    The saved indices always win over a new draw. ``f`` is the exact fraction
+    (``repr``); a file with the older 6-digit name (``:g``) is still read when
+    that name stands for exactly the same fraction (e.g. ``1`` for ``1.0``),
+    and saved again under the new name.
     """
     labels = np.asarray(labels)
     if save_dir is None:
         return stratified_fraction(labels, frac, seed)
     path = Path(save_dir) / indices_filename(frac, seed)
+    legacy = _legacy_indices_filename(frac, seed)
+    source = path if path.exists() else (Path(save_dir) / legacy if legacy else None)
     digest = labels_hash(labels)
-    if path.exists():
-        saved = json.loads(path.read_text())
-        idx = _saved_indices(path, saved, labels, digest, dataset)
-        if saved.get("labels_sha256") is None:
+    if source is not None and source.exists():
+        saved = json.loads(source.read_text())
+        idx = _saved_indices(source, saved, labels, digest, dataset)
+        if source != path or saved.get("labels_sha256") is None:
             write_json(path, {**saved, "labels_sha256": digest})
         return idx
     idx = stratified_fraction(labels, frac, seed)
