@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torchvision.transforms.functional as TF
 
 from medssl.augment import AugSpec, BatchAugment, ssl_augmentation, supervised_augmentation
 from medssl.errors import ConfigError
@@ -53,6 +54,10 @@ def test_brightness_factor_distribution_matches_readable_path():
     for q in (0.1, 0.5, 0.9):
         assert float(torch.quantile(fast, q)) == pytest.approx(float(torch.quantile(readable, q)), abs=0.05)
     assert float(fast.min()) >= 0.7 - 1e-4 and float(fast.max()) <= 1.3 + 1e-4
+    # ... and the whole range [0.7, 1.3] is used (400 uniform draws reach within 0.03 of both ends), so a
+    # brightness of 0.3 applied as 0.15 (or not at all) fails; so does a factor drawn around 0 instead of 1
+    assert float(fast.min()) < 0.73 and float(fast.max()) > 1.27
+    assert float(readable.min()) < 0.73 and float(readable.max()) > 1.27
 
 
 def test_rotation_changes_images_about_as_much_on_both_paths():
@@ -64,6 +69,14 @@ def test_rotation_changes_images_about_as_much_on_both_paths():
     readable = torch.stack([spec.torchvision(28)(img) for img in x])
     readable = (readable - x.float() / 255).abs().mean()
     assert float(fast) == pytest.approx(float(readable), rel=0.25)
+    # both paths must move the bar as much as an angle drawn uniformly from [-10, 10] degrees does
+    # (computed here with torchvision's rotate at fixed angles): 0 if the angle were ignored, about
+    # twice as much for [-20, 20], far more if the degrees were taken as radians
+    bar = x[:1].float() / 255
+    expected = np.mean([float((TF.rotate(bar, float(a), interpolation=TF.InterpolationMode.BILINEAR) - bar)
+                              .abs().mean()) for a in np.linspace(-10, 10, 81)])
+    assert float(fast) == pytest.approx(expected, rel=0.2)
+    assert float(readable) == pytest.approx(expected, rel=0.2)
 
 
 def test_describe_lists_exact_operations_and_bad_specs_fail():
@@ -72,12 +85,14 @@ def test_describe_lists_exact_operations_and_bad_specs_fail():
     assert light == ["RandomHorizontalFlip(p=0.5)", "RandomAffine(degrees=10, translate=0)",
                      "Brightness(+-0.1)", "Contrast(+-0.1)"]
     assert any("Speckle" in op for op in supervised_augmentation("light", "ultrasound").describe())
-    assert all(s.crop_scale[0] >= 0.7 for s in (ssl_augmentation("xray", "mild"), ssl_augmentation("xray", "strong")))
+    # X-ray crops keep at least 70 % of the image (a small crop can cut the finding out of a chest film)
+    assert [ssl_augmentation("xray", s).crop_scale for s in ("mild", "strong")] == [(0.8, 1.0), (0.7, 1.0)]
     with pytest.raises(ConfigError):
         AugSpec(hflip=2)
     with pytest.raises(ConfigError, match="choose one of"):
         supervised_augmentation("heavy")
-    assert np.isfinite(len(BatchAugment(AugSpec()).spec.describe()))
+    assert AugSpec().describe() == ["none"]
+    assert AugSpec("b", brightness=0.3, hflip=1.0).describe() == ["RandomHorizontalFlip(p=1)", "Brightness(+-0.3)"]
 
 
 @pytest.mark.parametrize("modality", ["ultrasound", "xray", "pathology"])
