@@ -6,15 +6,15 @@ import numpy as np
 import pytest
 from datahelpers import requires_real
 from medmnist.evaluator import getACC, getAUC
-from sklearn.metrics import f1_score, roc_auc_score
+from sklearn.metrics import confusion_matrix, f1_score, roc_auc_score
 
 from medssl.calibration import expected_calibration_error, maximum_calibration_error, softmax
 from medssl.metrics import CORE_METRIC_KEYS, classification_metrics
 from medssl.registry import get_spec
 
 
-def reference_ece(conf, correct, n_bins):
-    """Textbook ECE written independently: loop over samples, bins (lo, hi], 0 in the first bin."""
+def _reference_bins(conf, correct, n_bins):
+    """[sum of confidences, sum of outcomes, count] per bin (lo, hi]; 0 goes to the first bin."""
     totals = [[0.0, 0.0, 0] for _ in range(n_bins)]
     for c, y in zip(conf, correct):
         b = 0
@@ -23,8 +23,18 @@ def reference_ece(conf, correct, n_bins):
         totals[b][0] += c
         totals[b][1] += y
         totals[b][2] += 1
+    return totals
+
+
+def reference_ece(conf, correct, n_bins):
+    """Textbook ECE written independently: loop over samples, bins (lo, hi], 0 in the first bin."""
     n = len(conf)
-    return sum(t[2] / n * abs(t[1] / t[2] - t[0] / t[2]) for t in totals if t[2])
+    return sum(t[2] / n * abs(t[1] / t[2] - t[0] / t[2]) for t in _reference_bins(conf, correct, n_bins) if t[2])
+
+
+def reference_mce(conf, correct, n_bins):
+    """The largest |accuracy - confidence| over the non-empty bins (same bins as :func:`reference_ece`)."""
+    return max(abs(t[1] / t[2] - t[0] / t[2]) for t in _reference_bins(conf, correct, n_bins) if t[2])
 
 
 def random_probs(n, k, seed):
@@ -46,9 +56,12 @@ def test_ece_binary_positive_class_against_reference(n_bins):
 
 def test_ece_multiclass_top_label_against_reference():
     labels, probs = random_probs(800, 8, 1)
-    ref = reference_ece(probs.max(1), (probs.argmax(1) == labels).astype(float), 15)
+    conf, correct = probs.max(1), (probs.argmax(1) == labels).astype(float)
+    ref = reference_ece(conf, correct, 15)
     assert expected_calibration_error(probs, labels, 15) == pytest.approx(ref, abs=1e-12)
-    assert maximum_calibration_error(probs, labels, 15) >= expected_calibration_error(probs, labels, 15)
+    mce = reference_mce(conf, correct, 15)
+    assert mce > ref + 0.05                # the two scores differ here, so swapping them is caught
+    assert maximum_calibration_error(probs, labels, 15) == pytest.approx(mce, abs=1e-12)
 
 
 def test_ece_known_values():
@@ -70,7 +83,8 @@ def test_metrics_match_scikit_learn(k):
     expected_auc = (roc_auc_score(labels, probs[:, 1]) if k == 2
                     else roc_auc_score(labels, probs, multi_class="ovr", average="macro"))
     assert m["auroc"] == pytest.approx(expected_auc)
-    assert np.asarray(m["confusion_matrix"]).sum() == 400
+    # rows = true class, columns = predicted class, in label order (a transposed matrix fails for k = 8)
+    assert m["confusion_matrix"] == confusion_matrix(labels, pred, labels=range(k)).tolist()
     assert m["n_per_class"] == np.bincount(labels, minlength=k).tolist()
 
 
