@@ -94,16 +94,38 @@ def test_nt_xent_aligned_pairs_orthogonal_negatives_is_near_minimum():
 
 
 def test_nt_xent_masks_self_similarity_instead_of_subtracting():
-    """If the diagonal took part in the softmax, identical embeddings would give log(2B), not log(2B-1)."""
+    """If the diagonal took part in the softmax, identical embeddings would give log(2B) = log 6, not log 5."""
     z = torch.ones(3, 4)
-    assert nt_xent_loss(z, z, 0.5).item() != pytest.approx(math.log(6), rel=1e-3)
+    assert nt_xent_loss(z, z, 0.5).item() == pytest.approx(math.log(5), rel=1e-6)
+    # with distinct embeddings the self-similarity (cos = 1, the largest logit) would dominate the softmax
+    g = torch.Generator().manual_seed(7)
+    z1, z2 = torch.randn(3, 4, generator=g), torch.randn(3, 4, generator=g)
+    assert nt_xent_loss(z1, z2, 0.5).item() == pytest.approx(reference_nt_xent(z1.numpy(), z2.numpy(), 0.5),
+                                                             rel=1e-5)
 
 
-def test_nt_xent_gradients_finite_and_bad_input_rejected():
-    z1 = torch.randn(4, 6, requires_grad=True)
-    z2 = torch.randn(4, 6, requires_grad=True)
-    nt_xent_loss(z1, z2).backward()
-    assert torch.isfinite(z1.grad).all() and torch.isfinite(z2.grad).all()
+def _nt_xent_torch64(z1: torch.Tensor, z2: torch.Tensor, tau: float) -> torch.Tensor:
+    """The loop reference again, in float64 torch so that autograd gives its gradient."""
+    z = torch.cat([z1, z2]).double()
+    z = z / z.norm(dim=1, keepdim=True)
+    n, b = len(z), len(z1)
+    terms = []
+    for i in range(n):
+        others = torch.stack([z[i] @ z[j] / tau for j in range(n) if j != i])
+        terms.append(torch.logsumexp(others, 0) - z[i] @ z[(i + b) % n] / tau)
+    return torch.stack(terms).mean()
+
+
+def test_nt_xent_gradients_match_the_reference_and_bad_input_rejected():
+    g = torch.Generator().manual_seed(4)
+    z1 = torch.randn(4, 6, generator=g, requires_grad=True)
+    z2 = torch.randn(4, 6, generator=g, requires_grad=True)
+    nt_xent_loss(z1, z2, 0.3).backward()
+    r1, r2 = z1.detach().clone().requires_grad_(), z2.detach().clone().requires_grad_()
+    _nt_xent_torch64(r1, r2, 0.3).backward()
+    torch.testing.assert_close(z1.grad, r1.grad.float(), rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(z2.grad, r2.grad.float(), rtol=1e-4, atol=1e-6)
+    assert z1.grad.abs().max() > 1e-3                      # a real gradient, not a detached (zero) one
     with pytest.raises(ConfigError, match="same shape"):
         nt_xent_loss(torch.randn(4, 6), torch.randn(3, 6))
     with pytest.raises(ConfigError, match="tau"):
@@ -200,12 +222,16 @@ def test_two_view_batches_cover_the_split_and_skip_a_single_image(synth_root):
 
 
 def test_simclr_model_loss_and_chance_level():
+    """SimCLR.forward = NT-Xent of the projected views, view 1's row i paired with view 2's row i."""
     torch.manual_seed(0)
     c = build_model("smallcnn", 2, 1)
     m = SimCLR(c.encoder, c.feature_dim, proj_dim=8, tau=0.2)
-    x = torch.rand(5, 1, 28, 28)
-    loss = m(x, x)
-    assert torch.isfinite(loss) and 0 < loss.item() < m.chance_loss(5) + 1
+    x1, x2 = torch.rand(5, 1, 28, 28), torch.rand(5, 1, 28, 28)
+    loss = m(x1, x2)
+    with torch.no_grad():                  # both views in one batch: BatchNorm statistics over all 2B images
+        z = m.head(m.encoder(torch.cat([x1, x2])))
+    assert loss.item() == pytest.approx(reference_nt_xent(z[:5].numpy(), z[5:].numpy(), 0.2), rel=1e-5)
+    assert m.chance_loss(5) == pytest.approx(math.log(9))              # uniform over the 2B - 1 candidates
 
 
 # --------------------------------------------------------------------- CLI
@@ -214,8 +240,23 @@ def _args(root, out, *extra):
             "--batch-size", "200", "--out", str(out), "--no-progress", *extra]
 
 
-def test_pretrain_cli_end_to_end(synth_root, tmp_path, capsys):
+def _record_losses(monkeypatch, name: str) -> list[tuple[float, int]]:
+    """Wrap ``medssl.ssl.<name>`` so that every call's (loss, batch size) is recorded."""
+    seen: list[tuple[float, int]] = []
+    real = getattr(ssl_mod, name)
+
+    def recording(a, *args, **kwargs):
+        loss = real(a, *args, **kwargs)
+        seen.append((loss.item(), len(a)))
+        return loss
+
+    monkeypatch.setattr(ssl_mod, name, recording)
+    return seen
+
+
+def test_pretrain_cli_end_to_end(synth_root, tmp_path, capsys, monkeypatch):
     out = tmp_path / "ssl"
+    steps = _record_losses(monkeypatch, "nt_xent_loss")
     assert main(_args(synth_root, out, "--proj-dim", "32", "--tau", "0.3")) == 0
     assert "final loss" in capsys.readouterr().out
     for f in ("ssl_encoder.pt", "ssl_proj_head.pt", "ssl_config.json", "ssl_loss_curve.png", "ssl_log.jsonl"):
@@ -228,7 +269,11 @@ def test_pretrain_cli_end_to_end(synth_root, tmp_path, capsys):
     assert cfg["numerics"]["precision"] == "auto" and cfg["numerics"]["eval_dtype"] == "fp32"
     log = read_jsonl(out / "ssl_log.jsonl")
     assert [r["epoch"] for r in log] == [1, 2] and cfg["final_loss"] == log[-1]["loss"]
-    assert all(0 < r["loss"] < cfg["chance_loss"] + 0.5 for r in log)
+    # 400 images in batches of 200: two steps an epoch; each epoch's loss is the mean of its steps' losses
+    assert [n for _, n in steps] == [200] * 4
+    for r, epoch_steps in zip(log, (steps[:2], steps[2:])):
+        assert r["loss"] == pytest.approx(np.mean([v for v, _ in epoch_steps]), rel=1e-6)
+    assert cfg["chance_loss"] == pytest.approx(math.log(2 * 200 - 1))   # uniform over the 2B - 1 candidates
     # the encoder loads back into the supervised/probe code
     model = model_from_encoder(out / "ssl_encoder.pt", n_classes=2)
     assert model.meta["arch"] == "smallcnn"
@@ -252,13 +297,17 @@ def test_pretrain_refuses_to_overwrite(synth_root, tmp_path, capsys):
     assert err.startswith("error:") and "--overwrite" in err and "Traceback" not in err
 
 
-def test_pretrain_moco_run(synth_root, tmp_path):
+def test_pretrain_moco_run(synth_root, tmp_path, monkeypatch):
+    calls = _record_losses(monkeypatch, "info_nce_loss")
     cfg = SSLConfig("synthetic", backbone="smallcnn", method="moco", epochs=1, batch_size=200, queue_size=256,
                     momentum=0.95, root=str(synth_root), progress=False)
     res = run(cfg, tmp_path / "moco")
     assert res["method"] == "moco-lite" and res["config"]["queue_size"] == 256 and res["config"]["momentum"] == 0.95
     assert res["chance_loss"] == pytest.approx(math.log(257)) and res["moco"]["queue_size"] == 256
-    assert 0 < res["final_loss"] < res["chance_loss"] + 0.5
+    # two steps of 200 images, each the mean of the two symmetric InfoNCE terms; the epoch loss is their mean
+    assert [n for _, n in calls] == [200] * 4
+    step_losses = [0.5 * (calls[i][0] + calls[i + 1][0]) for i in (0, 2)]
+    assert res["final_loss"] == pytest.approx(np.mean(step_losses), rel=1e-6)
     assert model_from_encoder(tmp_path / "moco" / "ssl_encoder.pt", 2).meta["init"] == "encoder:ssl_encoder.pt"
 
 
