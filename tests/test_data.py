@@ -164,11 +164,25 @@ def _old_independent_draw(labels, frac, seed):
     return np.sort(np.concatenate(out))
 
 
+def test_nested_subsets_are_the_default_and_the_old_draw_is_still_available():
+    labels = np.array([0] * 147 + [1] * 399 + [2] * 7)
+    fracs = (0.01, 0.02, 0.05, 0.1, 0.2, 1.0)
+    subsets = [set(D.stratified_fraction(labels, f, seed=5).tolist()) for f in fracs]
+    assert all(a <= b for a, b in zip(subsets, subsets[1:]))
+    for f in fracs:
+        old = D.stratified_fraction(labels, f, seed=5, nested=False)
+        np.testing.assert_array_equal(old, _old_independent_draw(labels, f, 5))
+        assert np.bincount(labels[old]).tolist() == np.bincount(labels[D.stratified_fraction(labels, f, 5)]).tolist()
+    # the old draws were not nested (which is why the default changed)
+    old = [set(D.stratified_fraction(labels, f, seed=5, nested=False).tolist()) for f in fracs]
+    assert not all(a <= b for a, b in zip(old, old[1:]))
+
+
 def test_saved_indices_store_the_label_hash(tmp_path):
     labels = np.array([0] * 30 + [1] * 70)
     D.fraction_indices(labels, 0.2, 7, tmp_path, dataset="synthetic")
     saved = json.loads((tmp_path / "indices_frac=0.2_seed=7.json").read_text())
-    assert saved["labels_sha256"] == D.labels_hash(labels)
+    assert saved["labels_sha256"] == D.labels_hash(labels) and saved["nested"] is True
     assert D.labels_hash(labels.astype(np.uint8)) == D.labels_hash(labels)        # the dtype does not matter
     assert D.labels_hash(labels[::-1]) != D.labels_hash(labels)
 

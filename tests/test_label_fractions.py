@@ -1,7 +1,7 @@
 """Saved label-fraction indices: reused only for the labels they were drawn from, one file per fraction, nested.
 
-The three defects below are marked ``xfail(strict=True)`` until ``medssl.data`` is fixed; the
-passing tests pin the behaviour the fix must keep.
+Each of the three defects these tests pinned (labels of the same length reused, fractions that agree to
+6 digits sharing a file, independent draws per fraction) failed before ``medssl.data`` was fixed.
 """
 
 from __future__ import annotations
@@ -49,8 +49,6 @@ def test_fractions_that_agree_to_six_digits_get_their_own_files(tmp_path):
     assert len(a) <= len(b)
 
 
-@pytest.mark.xfail(strict=True, reason="label fractions are drawn independently, so the 1% subset is not inside the "
-                                       "2% one and so on; nested subsets should be the default; fix pending")
 @pytest.mark.parametrize("saved", [False, True])
 def test_label_fractions_are_nested(tmp_path, saved):
     labels = imbalanced_labels()

@@ -332,12 +332,23 @@ class TensorSplit:
 
 
 # --------------------------------------------------------- label-fraction sampling
-def stratified_fraction(labels: Sequence[int], frac: float, seed: int) -> np.ndarray:
+def stratified_fraction(labels: Sequence[int], frac: float, seed: int, nested: bool = True) -> np.ndarray:
     """Sorted indices of a stratified ``frac`` of ``labels``; every class keeps >= 1 sample.
 
-    Each class ``c`` with ``n_c`` samples contributes ``max(1, round(frac * n_c))``
-    indices drawn with a seeded generator, so the same (labels, frac, seed)
-    always gives the same indices.
+    Per class ``c`` with ``n_c`` members, ``max(1, round(frac * n_c))`` of them
+    are kept (all of them for ``frac = 1``), drawn with a generator seeded by
+    ``seed``, so the same (labels, frac, seed) always gives the same indices.
+
+    ``nested=True`` (the default, the usual label-efficiency protocol): one
+    seeded permutation per class, of which the first ``k`` entries are taken.
+    The permutations do not depend on ``frac``, so for one seed the subsets are
+    nested -- the 1 % subset lies inside the 2 % one, which lies inside the 5 %
+    one, and so on -- and a curve over fractions compares growing label sets
+    rather than unrelated draws (less noisy).
+
+    ``nested=False`` is the earlier protocol: an independent draw per fraction
+    (``rng.choice`` without replacement), kept only to reproduce runs made
+    before nesting became the default.
     """
     frac = check_fraction(frac)
     labels = np.asarray(labels)
@@ -346,7 +357,8 @@ def stratified_fraction(labels: Sequence[int], frac: float, seed: int) -> np.nda
     for c in np.unique(labels):
         members = np.flatnonzero(labels == c)
         k = len(members) if frac == 1.0 else max(1, int(round(frac * len(members))))
-        chosen.append(rng.choice(members, size=min(k, len(members)), replace=False))
+        k = min(k, len(members))
+        chosen.append(rng.permutation(members)[:k] if nested else rng.choice(members, size=k, replace=False))
     return np.sort(np.concatenate(chosen)).astype(np.int64)
 
 
@@ -400,25 +412,27 @@ def _saved_indices(path: Path, saved: dict, labels: np.ndarray, digest: str, dat
 
 
 def fraction_indices(labels: Sequence[int], frac: float, seed: int, save_dir: str | os.PathLike | None = None,
-                     dataset: str | None = None) -> np.ndarray:
+                     dataset: str | None = None, nested: bool = True) -> np.ndarray:
     """Stratified indices, saved as ``indices_frac=<f>_seed=<s>.json`` and reused if already there.
 
     Reusing the file is what lets the supervised baseline, the probe and the
-    fine-tune all see exactly the same labelled images.
+    fine-tune all see exactly the same labelled images. Subsets are nested over
+    fractions by default (see :func:`stratified_fraction`).
 
     A saved file is reused only for the labels it was drawn from: it stores the
     SHA-256 of the labels (:func:`labels_hash`), and other labels -- even of
     the same dataset and length -- raise :class:`ConfigError`. A file saved
     before the hash was stored is reused when its indices are valid and its
     recorded class counts match these labels; the hash is then added to it.
-    The saved indices always win over a new draw. ``f`` is the exact fraction
+    Such files were drawn independently per fraction (not nested); the saved
+    indices always win over a new draw. ``f`` is the exact fraction
     (``repr``); a file with the older 6-digit name (``:g``) is still read when
     that name stands for exactly the same fraction (e.g. ``1`` for ``1.0``),
     and saved again under the new name.
     """
     labels = np.asarray(labels)
     if save_dir is None:
-        return stratified_fraction(labels, frac, seed)
+        return stratified_fraction(labels, frac, seed, nested)
     path = Path(save_dir) / indices_filename(frac, seed)
     legacy = _legacy_indices_filename(frac, seed)
     source = path if path.exists() else (Path(save_dir) / legacy if legacy else None)
@@ -426,13 +440,16 @@ def fraction_indices(labels: Sequence[int], frac: float, seed: int, save_dir: st
     if source is not None and source.exists():
         saved = json.loads(source.read_text())
         idx = _saved_indices(source, saved, labels, digest, dataset)
+        if saved.get("nested", nested) != nested:
+            get_logger().warning(f"{source.name} holds {'nested' if saved['nested'] else 'independent'} draws; "
+                                 "its saved indices are reused as they are.")
         if source != path or saved.get("labels_sha256") is None:
             write_json(path, {**saved, "labels_sha256": digest})
         return idx
-    idx = stratified_fraction(labels, frac, seed)
+    idx = stratified_fraction(labels, frac, seed, nested)
     write_json(path, {"dataset": dataset, "frac": frac, "seed": seed, "n_total": len(labels),
                       "n_selected": len(idx), "class_counts": np.bincount(labels[idx]).tolist(),
-                      "labels_sha256": digest, "indices": idx.tolist()})
+                      "nested": nested, "labels_sha256": digest, "indices": idx.tolist()})
     return idx
 
 

@@ -13,7 +13,9 @@ seeds) it runs
 All methods of one (fraction, seed) use the *same* labelled images: the indices
 are drawn once by :func:`medssl.data.fraction_indices` into ``<out>/indices``
 (or ``--indices-dir``) and read back by every method; each result row carries
-the fingerprint of the indices it used.
+the fingerprint of the indices it used. For one seed the subsets are nested
+(the 1 % subset lies inside the 2 % one, and so on), so the curve compares
+growing label sets rather than unrelated draws.
 
 Files in ``--out``: ``runs/<method>_frac=<f>_seed=<s>.json`` (one per run),
 ``label_grid_runs.csv`` (one row per run), ``label_grid.csv`` (mean and sample
