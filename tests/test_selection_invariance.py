@@ -211,8 +211,6 @@ def test_robustness_temperature_and_youden_threshold_ignore_the_test_split(robus
     assert_test_moved({v: r["table"] for v, r in robustness_runs.items()})
 
 
-@pytest.mark.xfail(strict=True, reason="robustness.evaluate_shifts picks the 'worst' shift by the largest AUROC drop "
-                                       "on the TEST split; it must be chosen on validation; fix pending")
 def test_robustness_worst_shift_is_chosen_on_validation(robustness_runs):
     assert_choices_identical({v: r["worst"] for v, r in robustness_runs.items()})
 

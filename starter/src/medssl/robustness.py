@@ -242,8 +242,8 @@ def evaluate_shifts(model, test, val=None, spec: DatasetSpec | str | None = None
 
     ``model``: a :class:`medssl.models.Classifier`, evaluated on the device it is on, or a path to
     ``best.pt``, loaded onto ``device`` (default ``"auto"``). Logits are always computed in float32.
-    ``test`` / ``val``: :class:`medssl.data.SplitData` (``val`` is used only to fit
-    the temperature, on clean images). ``perturbations`` defaults to the ones
+    ``test`` / ``val``: :class:`medssl.data.SplitData` (``val`` is used to fit the
+    temperature, on clean images, and to choose the worst shift). ``perturbations`` defaults to the ones
     plausible for the modality (:data:`MODALITY_SUITES`), ``severities`` to
     :data:`SEVERITIES`. The same ``seed`` is used for every severity, so a
     stronger level adds more of the same noise.
@@ -253,7 +253,10 @@ def evaluate_shifts(model, test, val=None, spec: DatasetSpec | str | None = None
     :func:`medssl.decisions.analyse_run`), else from ``threshold`` / ``hard_cases``,
     else Youden's J on clean validation and the top-``k`` clean test errors.
     ``worst`` (perturbation, severity name) picks the shift for the calibration
-    and hard-case parts; by default the one with the largest AUROC drop.
+    and hard-case parts; by default the one with the largest AUROC drop *on the
+    validation split* (every shift is evaluated on ``val`` too, with the same
+    seed; the ``val_*`` columns of the table), so no choice depends on the test
+    labels or images. Without ``val`` it falls back to the test split and says so.
 
     Files (with ``out_dir``): ``robustness_table.csv/.md``, ``robustness_plot.png``,
     ``perturbation_examples.png``, ``shift_reliability.png`` (+ ``_before`` / ``_after``),
@@ -298,38 +301,71 @@ def evaluate_shifts(model, test, val=None, spec: DatasetSpec | str | None = None
     binary = spec.n_classes == 2 and spec.positive_class is not None
     pos = spec.positive_class if binary else None
     labels = np.asarray(test.labels)
-    clean_logits = predict_logits(model, test.images)
-    clean = calibration_metrics(softmax(clean_logits), labels, pos, n_bins)
-    rows = [{"perturbation": "clean", "severity": "none", "level": 0.0, **clean}]
-    logits_by = {("clean", "none"): clean_logits}
-    for name in names:
-        for sev, level in sev_table[name].items():
-            z = predict_logits(model, PERTURBATIONS[name](test.images, level, seed))
-            logits_by[(name, sev)] = z
-            rows.append({"perturbation": name, "severity": sev, "level": float(level),
-                         **calibration_metrics(softmax(z), labels, pos, n_bins)})
+
+    def shift_rows(split) -> tuple[list[dict], dict]:
+        """Clean + every (perturbation, severity) of ``split``: metric rows and the logits of each condition."""
+        y = np.asarray(split.labels)
+        z0 = predict_logits(model, split.images)
+        rows_ = [{"perturbation": "clean", "severity": "none", "level": 0.0,
+                  **calibration_metrics(softmax(z0), y, pos, n_bins)}]
+        logits_ = {("clean", "none"): z0}
+        for name in names:
+            for sev, level in sev_table[name].items():
+                z = predict_logits(model, PERTURBATIONS[name](split.images, level, seed))
+                logits_[(name, sev)] = z
+                rows_.append({"perturbation": name, "severity": sev, "level": float(level),
+                              **calibration_metrics(softmax(z), y, pos, n_bins)})
+        return rows_, logits_
+
+    rows, logits_by = shift_rows(test)
+    clean_logits, clean = logits_by[("clean", "none")], rows[0]
+    clean = {k_: v for k_, v in clean.items() if k_ not in ("perturbation", "severity", "level")}
     table = pd.DataFrame(rows)
     for m in ("acc", "auroc", "ece"):
         table[f"d_{m}"] = table[m] - clean[m]
     table = table[["perturbation", "severity", "level", "acc", "auroc", "ece", "d_acc", "d_auroc", "d_ece",
                    "nll", "brier", "ece_adaptive", "mce"]]
+    # the same shifts on validation: the worst shift is chosen there, so the test split only reports
+    val_logits_by: dict = {}
+    if val is not None:
+        val_rows, val_logits_by = shift_rows(val)
+        vt = pd.DataFrame(val_rows)
+        for m in ("acc", "auroc", "ece"):
+            table[f"val_{m}"] = vt[m].to_numpy()
+            table[f"val_d_{m}"] = (vt[m] - vt[m].iloc[0]).to_numpy()
     shifted = table[table["perturbation"] != "clean"]
-    worst_rule = "given" if worst is not None else "largest AUROC drop (accuracy drop when AUROC is undefined)"
-    if worst is None:
-        key = "d_auroc" if shifted["d_auroc"].notna().all() else "d_acc"
+    if worst is not None:
+        worst_rule = "given"
+        if tuple(worst) not in logits_by:
+            raise ConfigError(f"worst={worst!r} is not one of the evaluated (perturbation, severity) pairs.")
+    else:
+        # ties go to the first shift in the evaluation order (perturbations, then severities as given)
+        split_name, prefix = ("validation", "val_") if val is not None else ("TEST", "")
+        key = f"{prefix}d_auroc" if shifted[f"{prefix}d_auroc"].notna().all() else f"{prefix}d_acc"
         w = shifted.loc[shifted[key].idxmin()]
         worst = (w["perturbation"], w["severity"])
-    elif tuple(worst) not in logits_by:
-        raise ConfigError(f"worst={worst!r} is not one of the evaluated (perturbation, severity) pairs.")
+        worst_rule = (f"largest AUROC drop on {split_name} (accuracy drop when AUROC is undefined)"
+                      + ("" if val is not None else "; no validation split given, so it was picked on the test "
+                                                     "split: descriptive only"))
+        if val is None:
+            get_logger().warning("evaluate_shifts without a validation split: the worst shift is picked on the "
+                                 "test split (pass val= to choose it on validation).")
     worst = (str(worst[0]), str(worst[1]))
     worst_label = f"{worst[0]} ({worst[1]})"
     pos_txt = (f"Binary task, calibration judged on P({spec.positive_name}) (positive class {pos})." if binary
                else "Calibration judged on top-label confidence (multi-class).")
+    val_md = ""
+    if val is not None:
+        val_md = (f"\nThe same shifts on the validation split (n={len(val)}), where the worst shift is chosen "
+                  "(the test split only reports):\n\n"
+                  + markdown_table(table[["perturbation", "severity", "val_acc", "val_auroc", "val_d_acc",
+                                          "val_d_auroc"]]))
     table_md = (f"# Robustness of {spec.key} (test, n={len(labels)})\n\n{pos_txt} Deltas = shifted - clean "
                 f"(ECE: positive = worse). Perturbation seed {seed}; ECE with {n_bins} equal-width bins.\n\n"
                 + markdown_table(table[["perturbation", "severity", "level", "acc", "auroc", "ece", "d_acc",
                                         "d_auroc", "d_ece"]])
-                + f"\nLargest AUROC drop: **{worst_label}**.\n")
+                + val_md
+                + f"\nWorst shift ({worst_rule}): **{worst_label}**.\n")
     if out is not None:
         table.to_csv(out / "robustness_table.csv", index=False)
         files.append("robustness_table.csv")
@@ -351,7 +387,7 @@ def evaluate_shifts(model, test, val=None, spec: DatasetSpec | str | None = None
     ts = None
     val_logits = None
     if val is not None:
-        val_logits = predict_logits(model, val.images)
+        val_logits = val_logits_by[("clean", "none")]
         ts = TemperatureScaler().fit(val_logits, val.labels)
         t_lab = f"T={ts.temperature:.3f} (clean val)"
         for cond, z in (("clean", clean_logits), (f"shifted: {worst_label}", shift_logits)):
