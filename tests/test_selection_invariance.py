@@ -269,13 +269,17 @@ def test_paradigms_recipe_checkpoint_and_early_stop_ignore_the_test_split(recipe
                        for v, r in recipe_runs.items()})
 
 
-@pytest.mark.xfail(strict=True, reason="best_by_val_auroc breaks exact val-AUROC ties by dict order: Week 3 (variants "
-                                       "in training order) and Week 6 (metrics files in name order) can name "
-                                       "different baselines; ties need an order-free rule (e.g. lower val loss, "
-                                       "then name) or Week 6 must read Week 3's recorded choice; fix pending")
 def test_recommended_baseline_does_not_depend_on_the_order_variants_are_listed():
     tied = {"resnet18_head": {"val_metrics": {"auroc": 0.75, "loss": 0.60}, "auroc": 0.9},
             "resnet18_all_basic": {"val_metrics": {"auroc": 0.75, "loss": 0.50}, "auroc": 0.6}}
     week3_order = ch.best_by_val_auroc(tied)
     week6_order = ch.best_by_val_auroc(dict(sorted(tied.items())))
-    assert week3_order == week6_order
+    assert week3_order == week6_order == "resnet18_all_basic"          # the lower validation loss wins the tie
+    # an exact tie in loss too goes to the alphabetically first name, in either order; test metrics never count
+    full = {"b": {"val_metrics": {"auroc": 0.75, "loss": 0.5}, "auroc": 0.9},
+            "a": {"val_metrics": {"auroc": 0.75, "loss": 0.5}, "auroc": 0.1}}
+    assert ch.best_by_val_auroc(full) == ch.best_by_val_auroc(dict(reversed(full.items()))) == "a"
+    # a higher validation AUROC still wins outright, whatever its loss; an undefined AUROC loses
+    assert ch.best_by_val_auroc({**tied, "z": {"val_metrics": {"auroc": 0.76, "loss": 9.0}}}) == "z"
+    assert ch.best_by_val_auroc({**tied, "a": {"val_metrics": {"auroc": float("nan"), "loss": 0.0}}}) == \
+        "resnet18_all_basic"

@@ -958,11 +958,25 @@ def load_json(path: str | os.PathLike) -> dict:
 
 
 def best_by_val_auroc(results: Mapping[str, Mapping]) -> str:
-    """The variant with the highest validation AUROC (ties: the first); test metrics are never used to choose."""
-    def score(r):
-        v = (r.get("val_metrics") or {}).get("auroc")
-        return -math.inf if v is None or (isinstance(v, float) and math.isnan(v)) else v
-    return max(results, key=lambda k: score(results[k]))
+    """The variant with the highest validation AUROC; test metrics are never used to choose.
+
+    Exact ties are broken without looking at the order the variants are listed in
+    (Week 3 lists them in training order, Week 6 reads its metrics files in name
+    order, and both must name the same baseline): the lower validation loss
+    wins, then the name (alphabetically first). Only validation numbers are used.
+    """
+    if not results:
+        raise ConfigError("best_by_val_auroc needs at least one result.")
+
+    def number(v, missing: float) -> float:
+        return missing if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
+
+    def rank(name: str) -> tuple:
+        vm = results[name].get("val_metrics") or {}
+        loss = vm.get("loss", vm.get("nll"))
+        return (-number(vm.get("auroc"), -math.inf), number(loss, math.inf), str(name))
+
+    return min(results, key=rank)
 
 
 __all__ = ["Readme", "WeekRun", "best_by_val_auroc", "device_banner", "drive_folder", "environment", "in_colab",
