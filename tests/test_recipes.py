@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 
@@ -66,9 +67,18 @@ def test_mixup_is_seeded_and_alpha_zero_is_off():
 
 
 def test_small_alpha_keeps_most_batches_nearly_clean():
+    """lambda ~ Beta(alpha, alpha): a Kolmogorov-Smirnov test against scipy's Beta(0.2, 0.2).
+
+    Beta(0.2, 0.2) piles up near 0 and 1 (most batches nearly clean); Beta(0.4, 0.4), Beta(2, 2), the uniform
+    and Beta(0.2, 1) are all rejected at 400 draws.
+    """
+    from scipy import stats
+
     lams = np.array([MixUp(0.2, 2, seed=s).sample_lam() for s in range(400)])
-    assert np.mean(np.minimum(lams, 1 - lams) < 0.1) > 0.5       # Beta(0.2, 0.2) piles up near 0 and 1
-    assert abs(lams.mean() - 0.5) < 0.1                          # but is symmetric
+    assert stats.kstest(lams, stats.beta(0.2, 0.2).cdf).pvalue > 0.01
+    for wrong in (stats.beta(0.4, 0.4), stats.beta(2, 2), stats.uniform(), stats.beta(0.2, 1.0)):
+        assert stats.kstest(lams, wrong.cdf).pvalue < 1e-3
+    assert np.mean(np.minimum(lams, 1 - lams) < 0.1) == pytest.approx(2 * stats.beta(0.2, 0.2).cdf(0.1), abs=0.07)
 
 
 def test_soft_cross_entropy_equals_the_mixed_hard_losses():
@@ -129,6 +139,31 @@ def test_schedule_rejects_bad_settings():
 
 
 # --------------------------------------------------------------------- TTA
+STANDARD_MICROSCOPY = ["identity", "hflip", "vflip", "shift_up_2px", "shift_down_2px", "shift_left_2px",
+                       "shift_right_2px"]
+
+
+def hand_view(x: np.ndarray, name: str, s: int = 2) -> np.ndarray:
+    """A TTA view by index arithmetic: flips reverse an axis; a shift repeats the edge pixels it uncovers."""
+    h, w = x.shape[-2:]
+    if name == "identity":
+        return x
+    if name in ("hflip", "vflip"):
+        return x[..., ::-1] if name == "hflip" else x[..., ::-1, :]
+    dy, dx = {"up": (-s, 0), "down": (s, 0), "left": (0, -s), "right": (0, s)}[name.split("_")[1]]
+    rows, cols = np.clip(np.arange(h) - dy, 0, h - 1), np.clip(np.arange(w) - dx, 0, w - 1)
+    return x[..., rows[:, None], cols[None, :]]
+
+
+def plain_tta(model: nn.Module, images: np.ndarray, names: list[str], s: int = 2) -> np.ndarray:
+    """(views, N, K) softmax probabilities: a float64 copy of the model on hand-made views, no library code."""
+    m = copy.deepcopy(model).double().eval()
+    x = (np.asarray(images, dtype=np.float64) / 255.0 - 0.5) / 0.5
+    with torch.no_grad():
+        return np.stack([torch.softmax(m(torch.from_numpy(np.ascontiguousarray(hand_view(x, n, s)))), 1).numpy()
+                         for n in names])
+
+
 @pytest.fixture(scope="module")
 def small_model():
     torch.manual_seed(0)
@@ -143,17 +178,34 @@ def test_tta_identity_is_the_plain_prediction(small_model):
     assert np.allclose(softmax(probs_to_logits(p)), p, atol=1e-6)
 
 
-def test_tta_averages_the_per_transform_probabilities(small_model):
+def test_tta_return_all_is_consistent_with_the_mean(small_model):
+    """Consistency (not correctness, see the next test): the default output is the mean of return_all's views."""
     imgs = np.random.default_rng(1).integers(0, 256, (6, 3, 28, 28), dtype=np.uint8)
     ts = tta_transforms("standard", "microscopy", 28)
     every = predict_tta(small_model, imgs, ts, return_all=True)
     mean = predict_tta(small_model, imgs, ts, batch_size=4)
     assert every.shape == (len(ts), 6, K) and mean.shape == (6, K)
-    assert np.allclose(mean, every.mean(0)) and np.allclose(mean.sum(1), 1.0)
-    # the horizontal-flip member equals the plain prediction of flipped images
-    flipped = np.ascontiguousarray(imgs[..., ::-1])
-    h = [t.name for t in ts].index("hflip")
-    assert np.allclose(every[h], softmax(predict_logits(small_model, flipped)), atol=1e-5)
+    assert np.allclose(mean, every.mean(0))
+
+
+def test_tta_views_and_mean_equal_a_hand_written_loop():
+    """Each view's probabilities and their mean against the model run by hand on index-arithmetic views.
+
+    The model is linear in the pixels with large random weights, so every view gets visibly different
+    probabilities (a random smallcnn changes by < 1e-4 between views, which would hide a wrong transform).
+    """
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 28 * 28, K))
+    with torch.no_grad():
+        model[1].weight.normal_(0, 0.05)
+    imgs = np.random.default_rng(1).integers(0, 256, (6, 3, 28, 28), dtype=np.uint8)
+    ts = tta_transforms("standard", "microscopy", 28)
+    assert [t.name for t in ts] == STANDARD_MICROSCOPY
+    want = plain_tta(model, imgs, STANDARD_MICROSCOPY)
+    assert min(np.abs(want[i] - want[0]).max() for i in range(1, len(ts))) > 0.05
+    assert np.abs(want[3] - want[4]).max() > 0.05 and np.abs(want[5] - want[6]).max() > 0.05   # up != down
+    np.testing.assert_allclose(predict_tta(model, imgs, ts, return_all=True), want, atol=1e-5)
+    np.testing.assert_allclose(predict_tta(model, imgs, ts, batch_size=4), want.mean(0), atol=1e-5)
 
 
 def test_tta_presets_depend_on_modality():
@@ -247,14 +299,18 @@ def test_train_cli_with_recipe_options(tmp_path):
     probs = pz["test_probs_tta"]
     assert probs.shape == (32, K)
     assert m["tta"]["acc"] == pytest.approx(np.mean(probs.argmax(1) == pz["test_labels"]))
-    # the TTA probabilities are reproduced from best.pt
+    # the saved TTA probabilities are those of best.pt, recomputed here without the library's TTA code: the
+    # model run by hand on the seven index-arithmetic views of the test images, probabilities averaged
     model, _ = load_classifier(out / "best.pt")
     from medssl.data import load_split
 
     test = load_split("synthetic8", "test", root=root)
-    # trained on --device auto; recomputed on the CPU in fp32 (a GPU run differs in the last float32 digits)
+    np.testing.assert_array_equal(pz["test_labels"], test.labels)
+    # trained on --device auto; recomputed on the CPU (a GPU run differs in the last float32 digits)
     tol = 1e-5 if resolve_device("auto").type == "cpu" else 1e-4
-    assert np.allclose(predict_tta(model, test.images, tta_transforms("standard", "microscopy", 28)), probs, atol=tol)
+    want = plain_tta(model, test.images, STANDARD_MICROSCOPY).mean(0)
+    np.testing.assert_allclose(probs, want, atol=tol)
+    assert m["tta"]["acc"] == pytest.approx(np.mean(want.argmax(1) == test.labels))
     log = [json.loads(line) for line in (out / "val_log.jsonl").read_text().splitlines()]
     assert {"val_f1_macro", "lr_start", "lr_phase"} <= set(log[0])
     assert m["best_epoch"] == int(np.argmax([r["val_f1_macro"] for r in log])) + 1
