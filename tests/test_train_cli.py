@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
+from sklearn.metrics import confusion_matrix, roc_auc_score
 
 from medssl.train import load_classifier, main
 from medssl.utils import read_jsonl, resolve_device
@@ -57,16 +60,45 @@ def test_cli_writes_every_output(trained):
     assert m["best_epoch"] == best["epoch"]
 
 
+def plain_logits(model, images):
+    """The model's logits by hand: uint8 -> [0, 1] -> (x - 0.5) / 0.5, a float64 copy in eval mode, no library code."""
+    m = copy.deepcopy(model).double().eval()
+    with torch.no_grad():
+        return m((torch.from_numpy(np.asarray(images)).double() / 255 - 0.5) / 0.5).numpy()
+
+
 def test_best_checkpoint_reproduces_saved_predictions(trained):
     root, out = trained
     from medssl.data import load_split
-    from medssl.train import predict_logits
 
     model, ckpt = load_classifier(out / "best.pt")
-    test = load_split("synthetic", "test", root=root)
-    saved = np.load(out / "predictions.npz")
-    assert np.allclose(predict_logits(model, test.images), saved["test_logits"], **SAME_LOGITS)
     assert ckpt["config"]["dataset"] == "synthetic"
+    saved = np.load(out / "predictions.npz")
+    for split in ("val", "test"):
+        data = load_split("synthetic", split, root=root)
+        np.testing.assert_array_equal(saved[f"{split}_labels"], data.labels)
+        assert np.allclose(plain_logits(model, data.images), saved[f"{split}_logits"], **SAME_LOGITS), split
+
+
+def test_saved_test_metrics_are_the_metrics_of_the_saved_logits(trained):
+    """acc, AUROC (positive class 0 = lesion) and ECE of test_metrics.json, recomputed with scikit-learn/numpy."""
+    _, out = trained
+    m = json.loads((out / "test_metrics.json").read_text())
+    z = np.load(out / "predictions.npz")
+    logits, labels = z["test_logits"].astype(np.float64), z["test_labels"]
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    assert m["acc"] == pytest.approx(np.mean(p.argmax(1) == labels), abs=1e-12)
+    assert m["auroc"] == pytest.approx(roc_auc_score(labels == 0, p[:, 0]), abs=1e-9)
+    assert m["auroc"] != pytest.approx(roc_auc_score(labels == 1, p[:, 0]), abs=1e-3)   # the class matters
+    assert m["confusion_matrix"] == confusion_matrix(labels, p.argmax(1), labels=[0, 1]).tolist()
+    # ECE on P(lesion) with 15 equal-width bins (lo, hi]
+    conf, hit, ece = p[:, 0], (labels == 0).astype(float), 0.0
+    for b in range(15):
+        inside = (conf > b / 15) & (conf <= (b + 1) / 15) if b else (conf <= 1 / 15)
+        if inside.any():
+            ece += inside.mean() * abs(hit[inside].mean() - conf[inside].mean())
+    assert m["ece"] == pytest.approx(ece, abs=1e-9)
 
 
 def test_same_seed_same_numbers(trained, tmp_path):
@@ -123,7 +155,7 @@ def test_bad_input_is_one_clear_line(tmp_path, capsys, extra, message):
 def test_load_run_feeds_images_the_way_the_model_was_trained(trained, tmp_path):
     """A model trained on grey-as-RGB input gets 3-channel splits back, also in decisions."""
     from medssl.decisions import load_predictions
-    from medssl.train import load_run, predict_logits
+    from medssl.train import load_run
 
     root, _ = trained
     out = tmp_path / "rgb"
@@ -132,6 +164,13 @@ def test_load_run_feeds_images_the_way_the_model_was_trained(trained, tmp_path):
     assert r.dataset == "synthetic" and r.model.meta["in_channels"] == 3
     assert r.splits["val"].images.shape[1:] == (3, 28, 28)
     saved = np.load(out / "predictions.npz")
-    assert np.allclose(predict_logits(r.model, r.splits["test"].images), saved["test_logits"], **SAME_LOGITS)
+    grey = r.splits["test"].images[:, :1]
+    assert np.array_equal(r.splits["test"].images, np.repeat(grey, 3, axis=1))     # grey copied to R, G and B
+    # the model's own logits on those images, computed by hand, are the saved ones ...
+    assert np.allclose(plain_logits(r.model, r.splits["test"].images), saved["test_logits"], **SAME_LOGITS)
+    # ... and feeding it the 1-channel images instead is not even possible
+    with pytest.raises(RuntimeError):
+        plain_logits(r.model, grey)
     preds = load_predictions(out / "best.pt")          # recomputed on the auto device, like the run
     assert np.allclose(preds.test_logits, saved["test_logits"], **SAME_LOGITS)
+    np.testing.assert_array_equal(preds.test_labels, saved["test_labels"])
