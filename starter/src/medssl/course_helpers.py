@@ -267,6 +267,50 @@ def _to_numpy(x):
     return x
 
 
+# ================================================================== reusing finished runs
+# Settings added to every training config after runs had been saved, with the behaviour runs had before them.
+NUMERICS_DEFAULTS = {"precision": "auto", "deterministic": False}
+
+
+def config_defaults(config_class) -> dict:
+    """The default value of every field of a config dataclass that has one (as plain JSON values)."""
+    from dataclasses import MISSING, fields
+
+    from .utils import to_jsonable
+
+    out = {}
+    for f in fields(config_class):
+        if f.default is not MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not MISSING:
+            out[f.name] = f.default_factory()
+    return to_jsonable(out)
+
+
+def same_settings(saved: Mapping | None, new: Mapping, defaults: Mapping | None = None) -> bool:
+    """True when a saved run's settings equal ``new`` (both plain JSON values).
+
+    A setting that did not exist when the run was saved (a key missing from
+    ``saved``) counts as equal when the new value is that setting's default
+    (from ``defaults``): the run was made with exactly that behaviour. So a run
+    saved before ``precision`` / ``deterministic`` existed is still reused for
+    ``precision="auto"``, ``deterministic=False``, but not for ``precision="fp32"``.
+    Keys present on both sides must be equal; a key only in ``saved`` never matches.
+    """
+    if not isinstance(saved, Mapping):
+        return False
+    if set(saved) - set(new):
+        return False
+    defaults = defaults or {}
+    for k, v in new.items():
+        if k in saved:
+            if saved[k] != v:
+                return False
+        elif k not in defaults or defaults[k] != v:
+            return False
+    return True
+
+
 # ================================================================== the week context
 class WeekRun:
     """Paths, settings and file writing for one week's notebook run."""
@@ -498,7 +542,9 @@ class WeekRun:
         """Train (or reuse) a supervised run in ``runs/week<N>/<dataset>/<student>/<name>``; returns test metrics.
 
         A finished run with exactly the same settings is reused instead of
-        retrained; a run with other settings is replaced only with OVERWRITE.
+        retrained (a setting added to the library since the run was saved counts
+        as the same when the new value is its default: :func:`same_settings`);
+        a run with other settings is replaced only with OVERWRITE.
         """
         from .train import run
 
@@ -507,7 +553,7 @@ class WeekRun:
         done = out / "test_metrics.json"
         if done.exists():
             old = json.loads(done.read_text())
-            if old.get("config") == json.loads(json.dumps(cfg.to_dict())):
+            if same_settings(old.get("config"), json.loads(json.dumps(cfg.to_dict())), config_defaults(type(cfg))):
                 print(f"[{name}] reusing the finished run in {self.rel(out)}/ (same settings)")
                 return old
             if not self.overwrite:
@@ -532,12 +578,16 @@ class WeekRun:
         out["val_probs"], out["test_probs"] = softmax(out["val_logits"]), softmax(out["test_logits"])
         return out
 
-    def job(self, name: str, key: Mapping, fn: Callable[[Path], object]) -> Path:
+    def job(self, name: str, key: Mapping, fn: Callable[[Path], object], defaults: Mapping | None = None) -> Path:
         """Run ``fn(out)`` once into ``runs/.../<name>``; reuse the folder when ``key`` (all settings) is unchanged.
 
         Library jobs (pretraining, probes, analyses) write their own files; the
         notebook reads them back from the returned folder, so a re-run with the
         same settings costs nothing and a changed setting needs OVERWRITE.
+        ``defaults`` (e.g. :func:`config_defaults` of the job's config class):
+        a key missing from a saved job counts as unchanged when its new value is
+        that default (see :func:`same_settings`); ``precision="auto"`` and
+        ``deterministic=False`` (:data:`NUMERICS_DEFAULTS`) always count so.
         """
         from .utils import to_jsonable
 
@@ -549,7 +599,7 @@ class WeekRun:
                 old = json.loads(marker.read_text()).get("key")
             except (OSError, ValueError):
                 old = None
-            if old == key:
+            if same_settings(old, key, {**NUMERICS_DEFAULTS, **(defaults or {})}):
                 print(f"[{name}] reusing the finished job in {self.rel(out)}/ (same settings)")
                 return out
         if out.exists() and any(out.iterdir()):
@@ -572,7 +622,7 @@ class WeekRun:
         kw.update(self.numerics())
         kw.update(overrides)
         cfg = SSLConfig(**kw)
-        out = self.job(name, cfg.to_dict(), lambda o: pretrain_run(cfg, o, overwrite=True))
+        out = self.job(name, cfg.to_dict(), lambda o: pretrain_run(cfg, o, overwrite=True), config_defaults(SSLConfig))
         return load_json(out / "ssl_config.json")
 
     def downstream(self, name: str, encoder: str | os.PathLike, fractions: Sequence[float], finetune: bool = False,
@@ -589,7 +639,8 @@ class WeekRun:
         kw.update(overrides)
         cfg = DownstreamConfig(**kw)
         return self.job(name, {**cfg.to_dict(), "finetune": finetune, "compare_inits": compare_inits},
-                        lambda o: probe_run(cfg, o, overwrite=True, do_finetune=finetune, compare_inits=compare_inits))
+                        lambda o: probe_run(cfg, o, overwrite=True, do_finetune=finetune, compare_inits=compare_inits),
+                        config_defaults(DownstreamConfig))
 
     def _how_to_run(self, week: int) -> str:
         if self.drive:
@@ -979,5 +1030,6 @@ def best_by_val_auroc(results: Mapping[str, Mapping]) -> str:
     return min(results, key=rank)
 
 
-__all__ = ["Readme", "WeekRun", "best_by_val_auroc", "device_banner", "drive_folder", "environment", "in_colab",
-           "markdown_table", "metrics_rows", "self_check", "smoke_from_env"]
+__all__ = ["Readme", "WeekRun", "best_by_val_auroc", "config_defaults", "device_banner", "drive_folder",
+           "environment", "in_colab", "markdown_table", "metrics_rows", "same_settings", "self_check",
+           "smoke_from_env"]
