@@ -126,13 +126,7 @@ def test_threshold_choices_with_tied_scores_against_brute_force(seed):
 
 
 # ------------------------------------------------------------------ "default 0.5" vs the arg-max of test_metrics.json
-@pytest.mark.parametrize("key", [
-    "breastmnist",
-    pytest.param("pneumoniamnist", marks=pytest.mark.xfail(
-        strict=True, reason="decisions' 'default 0.5' point calls P(positive) >= 0.5 positive, while "
-                            "test_metrics.json uses argmax (class 0 on an exact tie); with positive class 1 "
-                            "they disagree on every tied case; fix pending")),
-])
+@pytest.mark.parametrize("key", ["breastmnist", "pneumoniamnist"])     # positive class 0 and 1
 def test_default_operating_point_agrees_with_test_metrics_on_exact_ties(key):
     spec = get_spec(key)
     labels, logits = tied_logits(3, 80, spread=0.5)

@@ -259,10 +259,27 @@ class OperatingPoint:
         return r
 
 
+def default_threshold(positive_class: int = 1) -> float:
+    """The untuned "0.5" threshold on P(positive) that makes the same calls as the arg-max of ``test_metrics.json``.
+
+    Calls are ``P(positive) >= threshold``; the arg-max gives an exact 50/50 tie
+    to class 0. With positive class 0 that is ``P(positive) >= 0.5``; with
+    positive class 1 a tie must stay negative, so the threshold is the next
+    float above 0.5 (``P(positive) > 0.5``).
+    """
+    if positive_class not in (0, 1):
+        raise ConfigError(f"the positive class of a binary task is 0 or 1, got {positive_class!r}.")
+    return 0.5 if positive_class == 0 else float(np.nextafter(0.5, 1.0))
+
+
 def choose_thresholds(val_scores: np.ndarray, val_y: np.ndarray, target_tpr: float | None = 0.9,
                       target_fpr: float | None = 0.1, youden: bool = True, max_f1: bool = True,
-                      default: bool = True) -> dict[str, tuple[str, float]]:
-    """``{name: (rule, threshold)}`` chosen on the validation scores."""
+                      default: bool = True, positive_class: int = 1) -> dict[str, tuple[str, float]]:
+    """``{name: (rule, threshold)}`` chosen on the validation scores.
+
+    ``default`` is the untuned 0.5 point, tie rule included exactly as in the
+    arg-max of ``test_metrics.json`` (:func:`default_threshold`; hence ``positive_class``).
+    """
     out: dict[str, tuple[str, float]] = {}
     if target_tpr is not None:
         out["target_tpr"] = (f"highest threshold with val TPR >= {target_tpr:g}",
@@ -276,7 +293,9 @@ def choose_thresholds(val_scores: np.ndarray, val_y: np.ndarray, target_tpr: flo
         out["max_f1"] = ("max F1 (positive class) on val", max_f1_threshold(val_scores, val_y))
     if default:
         _check_scores(val_scores, val_y)
-        out["default"] = ("fixed 0.5 (no tuning; reference)", 0.5)
+        tie = "a 50/50 tie is called positive" if positive_class == 0 else "a 50/50 tie is called negative"
+        out["default"] = (f"fixed 0.5 (no tuning; reference; {tie}, as the arg-max of test_metrics.json)",
+                          default_threshold(positive_class))
     return out
 
 
@@ -284,7 +303,8 @@ def operating_points(val_scores: np.ndarray, val_y: np.ndarray, test_scores: np.
                      test_y: np.ndarray | None = None, positive_class: int = 1, **choose_kw) -> list[OperatingPoint]:
     """Choose thresholds on validation (:func:`choose_thresholds`), then measure each on test."""
     pts = []
-    for name, (rule, t) in choose_thresholds(val_scores, val_y, **choose_kw).items():
+    for name, (rule, t) in choose_thresholds(val_scores, val_y, positive_class=positive_class,
+                                             **choose_kw).items():
         val_m = metrics_at_threshold(val_scores, val_y, t, positive_class)
         test_m = None if test_scores is None else metrics_at_threshold(test_scores, test_y, t, positive_class)
         pts.append(OperatingPoint(name, rule, t, val_m, test_m))

@@ -266,6 +266,7 @@ def evaluate_shifts(model, test, val=None, spec: DatasetSpec | str | None = None
     from .decisions import (
         binary_scores,
         claim_out_dir,
+        default_threshold,
         high_confidence_errors,
         markdown_table,
         metrics_at_threshold,
@@ -424,7 +425,7 @@ def evaluate_shifts(model, test, val=None, spec: DatasetSpec | str | None = None
             vs, vy = binary_scores(softmax(val_logits), val.labels, spec)
             threshold, thr_source = youden_threshold(vs, vy), "Youden J on clean validation"
         elif threshold is None:
-            threshold, thr_source = 0.5, "default 0.5 (no validation split given)"
+            threshold, thr_source = default_threshold(pos), "default 0.5 (no validation split given)"
         else:
             thr_source = "given"
         clean_s, y = binary_scores(softmax(clean_logits), labels, spec)
