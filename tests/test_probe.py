@@ -7,8 +7,10 @@ import json
 import numpy as np
 import pytest
 import torch
+from sklearn.metrics import roc_auc_score
 
 import medssl.train as train_mod
+from medssl.calibration import softmax
 from medssl.cli import run_cli
 from medssl.data import load_splits
 from medssl.errors import ConfigError, OutputExistsError, WeightsUnavailableError
@@ -80,6 +82,7 @@ def test_probe_features_computed_once_per_split(encoder_file, synth_root, tmp_pa
     monkeypatch.setattr(SmallCNN, "forward", counting_forward)
     cfg = _cfg(synth_root, encoder_file, fractions=[0.05, 0.2, 1.0], probe_c=[0.1, 1.0, 10.0], eval_batch_size=64)
     res = run(cfg, tmp_path / "probe")
+    splits_labels = {k: v.labels for k, v in load_splits("synthetic", root=synth_root).items()}
     n_images = sum(get_spec("synthetic").n_samples.values())            # 400 + 100 + 100
     assert seen["images"] == n_images                                   # each image through the encoder once
     assert seen["calls"] == 7 + 2 + 2                                    # ceil(400/64) + ceil(100/64) * 2
@@ -91,9 +94,15 @@ def test_probe_features_computed_once_per_split(encoder_file, synth_root, tmp_pa
         assert m["fraction"] == frac and m["seed"] == 42
         saved = json.loads((tmp_path / "probe" / "indices" / m["indices_file"]).read_text())
         assert m["n_labels"] == len(saved["indices"]) == saved["n_selected"]
-        assert m["probe"]["C"] in (0.1, 1.0, 10.0)
+        scores = m["probe"]["val_score_by_C"]                 # C from the configured grid, best on validation
+        assert set(scores) == {"0.1", "1", "10"} and scores[f"{m['probe']['C']:g}"] == max(scores.values())
         npz = np.load(tmp_path / "probe" / f"probe_predictions_{tag}pct.npz")
         assert npz["test_logits"].shape == (100, 2)
+        # the saved metrics are those of the saved test predictions (positive class 0 = lesion)
+        p = softmax(npz["test_logits"].astype(np.float64))
+        test_labels = splits_labels["test"]
+        assert m["acc"] == pytest.approx(np.mean(p.argmax(1) == test_labels), abs=1e-12)
+        assert m["auroc"] == pytest.approx(roc_auc_score(test_labels == 0, p[:, 0]), abs=1e-9)
 
 
 def test_linear_probe_separates_informative_features_and_not_noise(splits):
@@ -113,6 +122,42 @@ def test_linear_probe_separates_informative_features_and_not_noise(splits):
     assert good["auroc"] > 0.95 and good["acc"] > 0.85
     assert 0.3 < noise["auroc"] < 0.7
     assert good["n_labels"] == 40 and good["n_labels_per_class"] == [20, 20]
+
+
+def test_probe_picks_c_on_validation_auroc_and_reports_test(splits):
+    """The probe by hand with scikit-learn: standardise + logistic regression for every C of the grid, C with the
+    best *validation* AUROC (P(lesion), class 0), test metrics of that classifier.
+
+    With these features validation picks C = 0.1 and test would pick C = 10, so choosing C on test fails.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from medssl.probe import DEFAULT_C_GRID
+
+    spec = get_spec("synthetic")
+    rng = np.random.default_rng(0)
+    feats = {}
+    for name, d in splits.items():
+        x = rng.standard_normal((len(d), 16))
+        x[:, :3] += 0.7 * (d.labels == 0)[:, None]          # a weak signal: the C values score differently
+        feats[name] = x.astype(np.float32)
+    res = linear_probe(feats, splits, spec, 0.1, seed=1)
+    idx = res["_indices"]
+    fitted, val_auc, test_auc = {}, {}, {}
+    for c in DEFAULT_C_GRID:
+        clf = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000, random_state=1))
+        fitted[c] = clf.fit(feats["train"][idx], splits["train"].labels[idx])
+        val_auc[c] = roc_auc_score(splits["val"].labels == 0, clf.predict_proba(feats["val"])[:, 0])
+        test_auc[c] = roc_auc_score(splits["test"].labels == 0, clf.predict_proba(feats["test"])[:, 0])
+    best = max(DEFAULT_C_GRID, key=lambda c: val_auc[c])
+    assert best == 0.1 and max(DEFAULT_C_GRID, key=lambda c: test_auc[c]) == 10.0
+    assert res["probe"]["C"] == best
+    assert res["auroc"] == pytest.approx(test_auc[best], abs=1e-9)
+    p_test = fitted[best].predict_proba(feats["test"])
+    assert res["acc"] == pytest.approx(np.mean(p_test.argmax(1) == splits["test"].labels), abs=1e-12)
+    np.testing.assert_allclose(softmax(res["_test_logits"]), p_test, atol=1e-5)
 
 
 def test_finetune_param_groups_get_requested_lrs(encoder_file, synth_root, splits, monkeypatch):
@@ -171,6 +216,12 @@ def test_probe_cli_finetune_and_compare_inits(encoder_file, synth_root, tmp_path
         assert (out / f).exists(), f
     ft = json.loads((out / "finetune_metrics_5pct.json").read_text())
     pr = json.loads((out / "probe_metrics_5pct.json").read_text())
+    # the fine-tune's reported test metrics are those of its saved test logits (positive class 0)
+    z = np.load(out / "finetune_predictions_5pct.npz")
+    p = softmax(z["test_logits"].astype(np.float64))
+    y = load_splits("synthetic", root=synth_root)["test"].labels
+    assert ft["acc"] == pytest.approx(np.mean(p.argmax(1) == y), abs=1e-12)
+    assert ft["auroc"] == pytest.approx(roc_auc_score(y == 0, p[:, 0]), abs=1e-9)
     assert ft["indices_md5"] == pr["indices_md5"] and ft["n_labels"] == pr["n_labels"] == 20
     assert ft["epochs"] == 2 and ft["fraction"] == 0.05
     comp = json.loads((out / "init_comparison_5pct.json").read_text())
@@ -239,8 +290,20 @@ def test_embed_cli_ssl_vs_random_with_imagenet_skipped(encoder_file, synth_root,
     assert "5-NN balanced accuracy" in capsys.readouterr().out
     rec = json.loads((out / "embed_config.json").read_text())
     assert rec["encoders"] == ["SSL", "random"] and "smallcnn" in rec["skipped"]["ImageNet"]
-    assert rec["n_points"] == 60 and all(0.0 <= v <= 1.0 for v in rec["knn_balanced_accuracy"].values())
+    assert rec["n_points"] == 60
     pts = np.load(out / "embed_points_val.npz")
     assert {"SSL__pca", "SSL__tsne", "random__pca", "random__tsne", "labels", "indices"} <= set(pts.files)
     assert pts["SSL__pca"].shape == (60, 2) and len(np.unique(pts["indices"])) == 60
+    # the points are the SSL encoder's features of those 60 validation images, computed here by hand
+    from medssl.data import load_split
+    from medssl.embed import knn_separability, reduce_2d
+
+    val = load_split("synthetic", "val", root=synth_root)
+    np.testing.assert_array_equal(pts["labels"], val.labels[pts["indices"]])
+    enc = model_from_encoder(encoder_file, 2).eval()
+    with torch.no_grad():
+        feats = enc.encoder((torch.from_numpy(val.images[pts["indices"]]).float() / 255 - 0.5) / 0.5).numpy()
+    assert rec["knn_balanced_accuracy"]["SSL"] == pytest.approx(knn_separability(feats, pts["labels"],
+                                                                                 seed=rec["seed"]), abs=1e-9)
+    np.testing.assert_allclose(np.abs(pts["SSL__pca"]), np.abs(reduce_2d(feats, "pca")), atol=1e-3)
     assert (out / "representations_val.png").stat().st_size > 0
