@@ -144,7 +144,15 @@ def test_cli_recipe_smoke_writes_every_artifact_and_a_readable_excel_report(tmp_
     assert summary.loc["acc", "test_tta"] == pytest.approx(m["tta"]["acc"])
     per_class = sheets["per_class"]
     assert len(per_class) == 8 and per_class["f1"].mean() == pytest.approx(m["tta"]["f1_macro"])
-    assert sheets["confusion_matrix"].iloc[:, 1:].to_numpy().sum() == m["n"] == 32
+    # the headline is the TTA prediction: its confusion matrix (rows = true class) and accuracy from the saved
+    # TTA probabilities, recounted with scikit-learn
+    pz = np.load(run / "predictions.npz")
+    from sklearn.metrics import confusion_matrix
+
+    tta_pred = pz["test_probs_tta"].argmax(1)
+    np.testing.assert_array_equal(sheets["confusion_matrix"].iloc[:, 1:].to_numpy(),
+                                  confusion_matrix(pz["test_labels"], tta_pred, labels=range(8)))
+    assert m["n"] == 32 and m["tta"]["acc"] == pytest.approx(np.mean(tta_pred == pz["test_labels"]))
     assert len(sheets["history"]) == m["epochs_run"] == 1
     assert rec["rows"][0]["acc_tta"] == pytest.approx(m["tta"]["acc"])
 
@@ -201,7 +209,9 @@ def test_notebook_end_to_end_in_smoke_mode(tmp_path, monkeypatch):
     assert res0["dataset"] == res1["dataset"] == "synthetic8" and res0["fallback"]
     assert [r["key"] for r in res0["rows"]] == ["scratch", "imagenet", "ssl"]
     assert res0["rows"][1]["status"].startswith("skipped") and "test_acc" in res0["rows"][2]
-    assert res1["rows"][0]["acc_tta"] is not None
+    with np.load(tmp_path / "results" / "recipe" / "seed42" / "predictions.npz") as pz:
+        tta_acc = np.mean(pz["test_probs_tta"].argmax(1) == pz["test_labels"])
+    assert res1["rows"][0]["acc_tta"] == pytest.approx(tta_acc)
     assert [d["status"] for d in res2["datasets"]] == ["done", "skipped: same data as an earlier entry (synthetic8)"]
     assert {r["encoder"] for r in res2["rows"]} == {"SSL", "ImageNet", "random"}
     assert os.path.isfile(tmp_path / "results" / "survey" / "synthetic8" / "features_synthetic8.png")
