@@ -311,6 +311,18 @@ def same_settings(saved: Mapping | None, new: Mapping, defaults: Mapping | None 
     return True
 
 
+def _buildable_stem(kw: dict, arch_key: str) -> dict:
+    """``kw`` with the stem ``"n/a"`` of a smallcnn checkpoint (it has no stem choice) replaced by ``"auto"``.
+
+    Week 5 builds its supervised comparison with the encoder's recorded ``(arch, stem)``; a smallcnn
+    encoder records the stem as ``"n/a"``, which ``build_model`` does not take back. For a ResNet
+    ``"n/a"`` is kept, so the mismatch is reported rather than guessed.
+    """
+    if kw.get("stem") == "n/a" and kw.get(arch_key) == "smallcnn":
+        return {**kw, "stem": "auto"}
+    return kw
+
+
 # ================================================================== the week context
 class WeekRun:
     """Paths, settings and file writing for one week's notebook run."""
@@ -536,7 +548,7 @@ class WeekRun:
             kw["label_frac"] = self.smoke_fraction(self.spec.n_samples["train"])
         kw.update(self.numerics())
         kw.update(overrides)
-        return TrainConfig(**kw)
+        return TrainConfig(**_buildable_stem(kw, "model"))
 
     def train(self, name: str, **overrides) -> dict:
         """Train (or reuse) a supervised run in ``runs/week<N>/<dataset>/<student>/<name>``; returns test metrics.
@@ -621,7 +633,7 @@ class WeekRun:
                   epochs=self.epochs, batch_size=self.batch_size, seed=self.seed, progress=not self.smoke)
         kw.update(self.numerics())
         kw.update(overrides)
-        cfg = SSLConfig(**kw)
+        cfg = SSLConfig(**_buildable_stem(kw, "backbone"))
         out = self.job(name, cfg.to_dict(), lambda o: pretrain_run(cfg, o, overwrite=True), config_defaults(SSLConfig))
         return load_json(out / "ssl_config.json")
 

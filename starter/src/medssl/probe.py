@@ -131,7 +131,8 @@ class DownstreamConfig:
             return ck["arch"], ck["stem"] if ck["stem"] != "n/a" else "auto"
         if not self.backbone:
             raise ConfigError("pass --encoder (an ssl_encoder.pt) or, for scratch/ImageNet only, --backbone.")
-        return self.backbone, self.stem or "auto"
+        # "n/a" is the stem a smallcnn checkpoint records (it has no stem choice): build it as "auto"
+        return self.backbone, self.stem if self.stem not in (None, "n/a") else "auto"
 
 
 # ------------------------------------------------------------------ features
