@@ -380,7 +380,9 @@ def test_week_run_trains_once_and_checks_its_folder(tmp_path, synth_root, monkey
     monkeypatch.setenv("MEDMNIST_ROOT", str(synth_root))
     wk = ch.WeekRun(week=1, dataset="synthetic", student="alice", results_root=tmp_path / "results", smoke=True)
     res = wk.train("baseline", model="smallcnn")
-    assert res["n_train_labels"] <= ch.SMOKE_TRAIN_IMAGES and res["config"]["epochs"] == 1
+    # smoke mode: SMOKE_TRAIN_IMAGES = 200 of the 400 synthetic training images, 1 epoch
+    assert res["n_train_labels"] == ch.SMOKE_TRAIN_IMAGES == 200 and res["config"]["epochs"] == 1
+    assert res["config"]["label_frac"] == pytest.approx(0.5)
     again = wk.train("baseline", model="smallcnn")
     assert "reusing the finished run" in capsys.readouterr().out and again["auroc"] == res["auroc"]
     with pytest.raises(ConfigError, match="incomplete"):
