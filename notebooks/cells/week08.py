@@ -47,9 +47,10 @@ def cells(md, code, params_cell, start_cell):
         """, check=True),
         md("""
         ## 2. Evaluate the Week 6 model under every shift
-        One call evaluates clean + every (perturbation, severity) on the test split, fits a temperature on *clean*
-        validation logits, keeps the Week 7 threshold fixed, and re-scores the Week 7 hard cases under the shift
-        that hurts AUROC most.
+        One call evaluates clean + every (perturbation, severity) on the validation and the test split, fits a
+        temperature on *clean* validation logits, keeps the Week 7 threshold fixed, and re-scores the Week 7 hard
+        cases under the shift that hurts AUROC most **on validation** (chosen there, like every choice in this
+        course; the test split only reports what that shift does).
         """),
         code("""
         tag = pct_tag(FINETUNE_FRAC)
