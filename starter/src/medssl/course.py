@@ -438,7 +438,25 @@ def check_tree(tree: str | os.PathLike, tasks=None) -> list[CheckReport]:
         for gw in (9, 10):
             if any(_find(root, f) for f in M.core(gw).files if f.status != M.BY_HAND):
                 reports.append(check_group(root, gw))
+        reports += check_references(root)
     return reports
+
+
+def check_references(root: str | os.PathLike) -> list[CheckReport]:
+    """``reports/references/<task_id>_<shortname>.md``: one report per week, stubs still marked count as to write."""
+    refs = Path(root) / "reports" / "references"
+    by_week: dict[int, CheckReport] = {}
+    for path in sorted(refs.glob("*.md")) if refs.is_dir() else []:
+        if path.name.upper().startswith("TEMPLATE"):
+            continue
+        tid = path.stem.split("_", 1)[0].upper()
+        week = M.task(tid).week if tid in M.EXTRA_TASK_IDS else 8
+        report = by_week.setdefault(week, CheckReport(refs, week, tasks=[]))
+        if tid in M.EXTRA_TASK_IDS and tid not in report.tasks:
+            report.tasks.append(tid)
+        report.checked.append(path.name)
+        _check_text(path, report)
+    return [by_week[w] for w in sorted(by_week)]
 
 
 # =============================================================== papermill runs

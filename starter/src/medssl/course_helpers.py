@@ -367,6 +367,10 @@ class WeekRun:
         self.written: list[str] = []
         self.started = _dt.datetime.now().isoformat(timespec="seconds")
         self._prepare_out()
+        if self.tasks and not self.smoke and self.student != "your_name":
+            for t in self.tasks:
+                path = write_reference_stub(self.root, t.id, self.student)
+                print(f"[{t.id}] reference summary to write: {self.rel(path)}")
         if self.student == "your_name" and not self.smoke:
             get_logger().warning("STUDENT is still 'your_name': set it to your name in the parameters cell.")
 
@@ -980,6 +984,41 @@ def reproducibility_checklist(root: str | os.PathLike, results_root: str | os.Pa
               "## What was run", "", markdown_table(rows, digits=1) if rows else "_nothing yet_", "",
               "## This environment", "", markdown_table([{"item": k, "value": v} for k, v in env.items()]), ""]
     return "\n".join(lines)
+
+
+# ================================================================== reference summaries
+def reference_stub_path(root: str | os.PathLike, task_id: str, shortname: str) -> Path:
+    """``reports/references/<task_id>_<shortname>.md`` below the course ``root``."""
+    short = "".join(c if (c.isalnum() or c in "-.") else "-" for c in str(shortname).strip()).strip("-.")
+    if not short:
+        raise ConfigError("a reference summary needs a short name (e.g. your name or 'guo2017').")
+    return Path(root) / "reports" / "references" / f"{M.task(task_id).id}_{short}.md"
+
+
+def write_reference_stub(root: str | os.PathLike, task_id: str, student: str, shortname: str | None = None) -> Path:
+    """Write the reference-summary stub of an extra task a student owns, unless it exists already.
+
+    The stub carries ``TODO(student)`` marks, so ``course check`` lists it as *to write*
+    until the Lead has filled it in. An existing file (written or not) is never touched.
+    """
+    task = M.task(task_id)
+    path = reference_stub_path(root, task.id, shortname or student)
+    if path.exists():
+        return path
+    mark = M.STUDENT_MARK
+    text = "\n".join([
+        f"# {task.id} — {mark}: short title of the reference", "",
+        f"**Reference:** {mark}: authors, \"title\", venue, year, link.",
+        f"**Task:** {task.id} ({task.focus}, Week {task.week}: {task.title}) · **Lead:** {student} · "
+        f"**Reviewer:** {mark}", "",
+        "## Summary (8-12 lines)", "",
+        f"- **Key idea:** {mark}",
+        f"- **Protocol or metric it recommends:** {mark}",
+        f"- **How we use it in our MedMNIST setup:** {mark}",
+        f"- **What it does not cover / caveats:** {mark}", "",
+        "## Reviewer sanity check (3-5 lines)", "",
+        f"{mark}: did the numbers reproduce with the same seed and command? Does the interpretation follow?", ""])
+    return write_text(path, text)
 
 
 # ================================================================== the task board
