@@ -9,7 +9,10 @@ INTRO = """
 1. **EDA** — class counts per split, example images per class, image shape and value range.
 2. **Two baselines** — `smallcnn` trained from scratch, and ResNet-18 with a **frozen backbone**
    (`finetune="head"`: only the final linear layer learns; the backbone starts from ImageNet weights when
-   they can be downloaded).
+   they can be downloaded). Without them the backbone is *random*: its BatchNorm statistics are then
+   estimated once on the training images and the features standardised before the head trains
+   (`bn_recalibrated` in the metrics), so the head gets a fair chance — but a linear head on random
+   features is a weak baseline, a floor for "what does a trained encoder add", not a verdict on ResNet-18.
 3. **Comparison** — accuracy and AUROC side by side, confusion matrices, 3–5 misclassified test images.
 4. **Calibration snapshot** — a reliability diagram and ECE for each model.
 
@@ -130,7 +133,9 @@ def cells(md, code, params_cell, start_cell):
         r.table(ch.metrics_rows(results))
         r.p(f"Settings: epochs={wk.epochs}, batch_size={wk.batch_size}, seed={wk.seed}; "
             f"smallcnn init = {results['smallcnn']['model']['init']}, "
-            f"ResNet-18 init = {results['resnet18_head']['model']['init']}.")
+            f"ResNet-18 init = {results['resnet18_head']['model']['init']}"
+            + (" (frozen random encoder: BatchNorm statistics re-estimated on the training images, features "
+               "standardised)" if results["resnet18_head"].get("bn_recalibrated") else "") + ".")
         r.figure("cm_smallcnn.png", "Confusion matrix, smallcnn")
         r.figure("cm_resnet18_head.png", "Confusion matrix, ResNet-18 head-only")
         r.student("Which baseline is better, on which metric, and why might that be (capacity, frozen features, "

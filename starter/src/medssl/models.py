@@ -8,6 +8,9 @@ Every model is a :class:`Classifier` with
 
 ``finetune="head"`` freezes the encoder *including* its BatchNorm running
 statistics (the encoder stays in eval mode even while the model trains).
+A frozen encoder without pretrained weights has BatchNorm statistics that were
+never estimated (mean 0, variance 1), so its features are badly scaled; the
+training job calls :func:`recalibrate_bn` on the training images first.
 """
 
 from __future__ import annotations
@@ -57,12 +60,21 @@ class Classifier(nn.Module):
         self.feature_dim = feature_dim
         self.meta = dict(meta)
         self.encoder_frozen = False
+        self.feature_norm: nn.Module | None = None   # see add_feature_norm
+
+    def add_feature_norm(self) -> Classifier:
+        """Standardise features before the head with fixed training-set statistics (no learnable scale)."""
+        self.feature_norm = nn.BatchNorm1d(self.feature_dim, affine=False)
+        self.feature_norm.eval()
+        self.meta["feature_norm"] = True
+        return self
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.encoder(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.encoder(x))
+        f = self.encoder(x)
+        return self.head(f if self.feature_norm is None else self.feature_norm(f))
 
     def freeze_encoder(self) -> Classifier:
         """Stop gradients *and* BatchNorm statistic updates in the encoder."""
@@ -82,7 +94,64 @@ class Classifier(nn.Module):
         super().train(mode)
         if self.encoder_frozen:
             self.encoder.eval()
+        if self.feature_norm is not None:
+            self.feature_norm.eval()
         return self
+
+
+@torch.no_grad()
+def recalibrate_bn(encoder: nn.Module, images: torch.Tensor, batch_size: int = 256,
+                   device: str | torch.device = "cpu") -> int:
+    """Re-estimate every BatchNorm running mean/variance of ``encoder`` on ``images``.
+
+    One forward pass in train mode without gradients, with ``momentum=None`` so
+    the running statistics become the cumulative average over all batches (the
+    statistics of the whole set, not an exponential average of the last few
+    batches). The encoder is left in eval mode. Returns the number of BatchNorm
+    layers updated (0: nothing to do). uint8 images (N, C, H, W) are scaled as
+    for training (:func:`medssl.data.to_float`); float images are used as given.
+    """
+    from .data import to_float
+
+    images = torch.as_tensor(images)
+    bns = [m for m in encoder.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return 0
+    saved = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None
+    encoder.train()
+    try:
+        for i in range(0, len(images), batch_size):
+            encoder(to_float(images[i:i + batch_size].to(device, non_blocking=True)))
+    finally:
+        for m, mom in zip(bns, saved):
+            m.momentum = mom
+        encoder.eval()
+    return len(bns)
+
+
+@torch.no_grad()
+def fit_feature_norm(model: Classifier, images: torch.Tensor, batch_size: int = 256,
+                     device: str | torch.device = "cpu") -> None:
+    """Set ``model.feature_norm`` to the mean and variance of the encoder features of ``images`` (eval mode)."""
+    from .data import to_float
+
+    if model.feature_norm is None:
+        model.add_feature_norm()
+    images = torch.as_tensor(images)
+    model.encoder.eval()
+    feats = torch.cat([model.encoder(to_float(images[i:i + batch_size].to(device))).float()
+                       for i in range(0, len(images), batch_size)])
+    model.feature_norm.running_mean.copy_(feats.mean(0))
+    model.feature_norm.running_var.copy_(feats.var(0, unbiased=False))
+
+
+def needs_bn_recalibration(model: Classifier, from_encoder: bool = False) -> bool:
+    """A frozen encoder whose BatchNorm statistics were never estimated: no ImageNet weights, no SSL checkpoint."""
+    pretrained = str(model.meta.get("init", "")).startswith("imagenet")
+    return bool(model.encoder_frozen and not from_encoder and not pretrained)
 
 
 # ----------------------------------------------------------------- pretrained weights

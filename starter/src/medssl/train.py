@@ -50,7 +50,15 @@ from .data import (
 )
 from .errors import CheckpointError, ConfigError
 from .metrics import classification_metrics, format_summary
-from .models import Classifier, build_model, count_parameters, load_encoder
+from .models import (
+    Classifier,
+    build_model,
+    count_parameters,
+    fit_feature_norm,
+    load_encoder,
+    needs_bn_recalibration,
+    recalibrate_bn,
+)
 from .plots import learning_curves, reliability_diagram
 from .recipes import (
     TTA_PRESETS,
@@ -400,6 +408,8 @@ def load_classifier(path: str | Path, device: str | torch.device = "cpu") -> tup
     meta = ckpt["meta"]
     model = build_model(meta["arch"], meta["n_classes"], meta["in_channels"], input_size=meta["input_size"],
                         stem=meta["stem"] if meta["stem"] != "n/a" else "auto")
+    if meta.get("feature_norm"):
+        model.add_feature_norm()
     model.load_state_dict(ckpt["model_state"])
     model.meta.update(meta)
     return model.to(device).eval(), ckpt
@@ -468,7 +478,17 @@ def run(cfg: TrainConfig, out: str | Path, overwrite: bool = False) -> dict:
     model.meta["finetune"] = cfg.finetune
     if cfg.as_rgb:
         model.meta["as_rgb"] = True
+    # A frozen encoder with no pretrained weights keeps BatchNorm statistics that were never estimated
+    # (mean 0, var 1): its features are badly scaled and the head barely moves off the class prior.
+    # Estimate them on the (un-augmented) training images once, then standardise the features the
+    # head sees with their training-set mean and variance (random features share a large offset).
+    model.meta["bn_recalibrated"] = needs_bn_recalibration(model, from_encoder=bool(cfg.encoder))
+    if model.meta["bn_recalibrated"]:
+        model.add_feature_norm()
     accel.to_device(model, device)
+    if model.meta["bn_recalibrated"]:
+        recalibrate_bn(model.encoder, torch.from_numpy(train.images), cfg.eval_batch_size, device)
+        fit_feature_norm(model, torch.from_numpy(train.images), cfg.eval_batch_size, device)
 
     def save_best(m: Classifier, epoch: int, vm: dict) -> None:
         save_torch({"format": CHECKPOINT_FORMAT, "model_state": m.state_dict(), "meta": m.meta,
@@ -500,6 +520,7 @@ def run(cfg: TrainConfig, out: str | Path, overwrite: bool = False) -> dict:
         "val_metrics": {k: val_m[k] for k in ("acc", "auroc", "ece", "f1_macro", "loss")},
         "model": model.meta, "n_parameters": count_parameters(model),
         "n_trainable": count_parameters(model, trainable_only=True),
+        "bn_recalibrated": model.meta["bn_recalibrated"],
         "augmentation": supervised_augmentation(cfg.aug, spec.modality).describe(),
         "config": cfg.to_dict(), "numerics": numerics,
         "data": {"file": path.name, "md5": file_md5(path), "synthetic": spec.synthetic,
