@@ -15,6 +15,11 @@ INTRO = """
 
 (*) for ultrasound, light speckle noise replaces the contrast jitter.
 
+If the ImageNet weights cannot be downloaded, every variant starts from a random ResNet-18 (the README
+records the init). `resnet18_head` then trains a linear head on *random* features, whose BatchNorm
+statistics are first estimated on the training images (`bn_recalibrated`): expect it well below the
+finetune-all variants, which is the point of the comparison rather than a broken run.
+
 Augmentations must stay *medically plausible*: no vertical flips, no large rotations, nothing that inverts
 intensities or erases a small lesion. Then read the learning curves (over- or underfitting?) and pick the
 **recommended supervised baseline** you carry into the SSL weeks — chosen on the *validation* AUROC.
@@ -86,6 +91,7 @@ def cells(md, code, params_cell, start_cell):
         ## 3. Reading the learning curves
         *Overfitting*: training loss keeps falling while validation loss turns up (the gap widens).
         *Underfitting*: both losses stay high and flat. The table gives the hints; the curves give the picture.
+        The first figure overlays every variant's validation loss and AUROC (a star marks the epoch each run keeps).
         """),
         code("""
         from medssl.utils import read_jsonl
@@ -101,6 +107,12 @@ def cells(md, code, params_cell, start_cell):
 
         facts = [curve_facts(n) for n in results]
         print(ch.markdown_table(facts, digits=3))
+        from medssl.plots import overlay_learning_curves
+
+        logs = {name: read_jsonl(wk.run_dir(name) / "val_log.jsonl") for name in results}
+        wk.save_figure("curves_overlay.png",
+                       overlay_learning_curves(logs, title=f"{spec.key}: the variants side by side (validation)"))
+        wk.show("curves_overlay.png", width=760)
         for name in results:
             wk.show(f"curves_{name}.png", width=640)
         """),

@@ -79,6 +79,26 @@ def cells(md, code, params_cell, start_cell):
         wk.save_text("comparison_table.md", f"# Week 6 comparison ({wk.dataset}, {wk.student})\\n\\n{table}\\n")
         wk.show("reliability_ssl_finetune.png", width=420)
         """),
+        code("""
+        import numpy as np
+
+        from medssl.calibration import softmax
+        from medssl.plots import reliability_diagram
+
+        # the three models side by side on the same test images (same bins); the baseline's predictions come
+        # from its Week 3 run folder, when this machine still has it
+        side = {}
+        base_npz = wk.run_dir(best, 3) / "predictions.npz"
+        if base_npz.exists():
+            side[f"baseline ({best})"] = softmax(np.load(base_npz)["test_logits"])
+        for name, file in (("SSL probe", "probe"), ("SSL fine-tune", "finetune")):
+            side[f"{name} {tag}%"] = softmax(np.load(down / f"{file}_predictions_{tag}pct.npz")["test_logits"])
+        labels_test = np.load(down / f"finetune_predictions_{tag}pct.npz")["test_labels"]
+        wk.save_figure("reliability_side_by_side.png", reliability_diagram(
+            side, labels_test, wk.spec.positive_class, N_BINS, title=f"{wk.dataset}: test reliability",
+            positive_label=wk.spec.positive_name))
+        wk.show("reliability_side_by_side.png", width=900)
+        """),
         md(r"""
         ## 3. Your turn: expected calibration error
         Given `p` = P(positive) for each test image and `y` = 1 if the image really is positive:

@@ -63,7 +63,9 @@ def cells(md, code, params_cell, start_cell):
         md("""
         ## 2. The Week 6 model's predictions → curves, operating points, errors
         `medssl.decisions.analyse_run` does the whole analysis from the saved logits and writes its files into a
-        run folder; the hand-in files are copied from there.
+        run folder; the hand-in files are copied from there. The threshold plot shows what moving the threshold
+        trades: each chosen point sits on the *validation* curves it was picked from; the dashed test curves show
+        how far that choice carries.
         """),
         code("""
         from medssl import decisions
@@ -94,6 +96,17 @@ def cells(md, code, params_cell, start_cell):
         print(op_table)
         wk.show("roc_curve.png", width=360)
         wk.show("pr_curve.png", width=360)
+        from medssl.calibration import softmax
+        from medssl.plots import threshold_tradeoff_figure
+
+        with np.load(npz) as z:
+            val_s, val_y = decisions.binary_scores(softmax(z["val_logits"]), z["val_labels"], wk.spec)
+            test_s, test_y = decisions.binary_scores(softmax(z["test_logits"]), z["test_labels"], wk.spec)
+        chosen = {name: p["threshold"] for name, p in summary["points"].items()}
+        wk.save_figure("threshold_tradeoff.png", threshold_tradeoff_figure(
+            val_s, val_y, chosen, test_s, test_y,
+            title=f"{wk.spec.key}: thresholds chosen on validation (solid); test dashed"))
+        wk.show("threshold_tradeoff.png", width=620)
         wk.show("high_conf_error_gallery.png", width=720)
         """),
         code("""
@@ -172,9 +185,18 @@ def cells(md, code, params_cell, start_cell):
             if tid not in tasks:
                 print(f"{tid} not selected (EXTRA_TASKS)")
                 continue
-            wk.copy_file(dec_dir / "high_conf_error_gallery.png", fig_name)
+            test_images = wk.load_splits()["test"].images
+            thr = summary["threshold"]
+            wk.save_figure(fig_name, ch.grouped_error_gallery(
+                test_images, test_s, test_y, thr, k=K_ERRORS,
+                title=f"{wk.spec.key}: errors vs confident correct calls at t={thr:.3f} (test)"))
+            taxonomy = ch.markdown_table(ch.error_taxonomy_table(test_images, test_s, test_y, thr), digits=3)
+            print(taxonomy)
+            wk.show(fig_name, width=720)
             notes = ch.Readme(f"{tid} — high-confidence errors ({wk.dataset}, {wk.student})")
-            notes.figure(fig_name, f"Top-{K_ERRORS} FP and FN by confidence")
+            notes.figure(fig_name, "Most confident FP and FN, with confident TP and TN for contrast")
+            notes.p("Image statistics per outcome (0-1 scale; dark area = share of pixels below mean - 1 std):")
+            notes.table(taxonomy)
             notes.table(errors_md.split("\\n\\n", 2)[-1])
             notes.student("Put each error in a category (e.g. low contrast, borderline, artifact, tiny lesion, "
                           "possible label noise) and count the categories for FP and FN separately.")

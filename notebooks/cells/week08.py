@@ -45,6 +45,17 @@ def cells(md, code, params_cell, start_cell):
         for n in names:
             print(f"{n:>20}: " + ", ".join(f"{k}={v:g}" for k, v in sev[n].items()))
         """, check=True),
+        code("""
+        import matplotlib.pyplot as plt
+        from IPython.display import display
+
+        # validation images: looking at them decides nothing about the test split
+        examples = robustness.perturbation_examples_figure(
+            wk.load_splits()["val"].images, names, seed=wk.seed,
+            title=f"{spec.key}: validation images under each perturbation and severity")
+        display(examples)
+        plt.close(examples)
+        """),
         md("""
         ## 2. Evaluate the Week 6 model under every shift
         One call evaluates clean + every (perturbation, severity) on the validation and the test split, fits a

@@ -766,6 +766,66 @@ def gallery_captions(idx: Sequence[int], labels: np.ndarray, probs: np.ndarray, 
     return out
 
 
+# ================================================================== error taxonomy (Week 7 P4 / B5)
+ERROR_GROUPS = ("TP", "TN", "FP", "FN")
+
+
+def outcome_groups(scores: np.ndarray, y: np.ndarray, threshold: float) -> np.ndarray:
+    """``TP`` / ``TN`` / ``FP`` / ``FN`` per case, calling ``score >= threshold`` positive (``y``: 1 = positive)."""
+    pred, y = np.asarray(scores) >= threshold, np.asarray(y).astype(bool)
+    return np.where(pred, np.where(y, "TP", "FP"), np.where(y, "FN", "TN"))
+
+
+def image_statistics(images: np.ndarray) -> dict[str, np.ndarray]:
+    """Per image (uint8, (N, C, H, W)), on a 0-1 scale: ``brightness`` (mean), ``contrast`` (standard deviation)
+    and ``dark_area`` (fraction of pixels darker than the image's mean minus one standard deviation: a rough
+    size of a dark region such as a hypoechoic lesion or an opacity-free lung field)."""
+    x = np.asarray(images, dtype=np.float64).reshape(len(images), -1) / 255.0
+    mean, std = x.mean(1), x.std(1)
+    return {"brightness": mean, "contrast": std, "dark_area": (x < (mean - std)[:, None]).mean(1)}
+
+
+def error_taxonomy_table(images: np.ndarray, scores: np.ndarray, y: np.ndarray, threshold: float,
+                         confident_margin: float = 0.25) -> list[dict]:
+    """Image statistics of correct calls vs false positives vs false negatives (mean and std per group).
+
+    ``high-confidence`` counts the group's cases whose score is more than ``confident_margin`` away from
+    the threshold: errors the model was sure of.
+    """
+    groups = outcome_groups(scores, y, threshold)
+    stats = image_statistics(images)
+    scores = np.asarray(scores, dtype=np.float64)
+    rows = []
+    for g in ERROR_GROUPS:
+        m = groups == g
+        row: dict = {"group": g, "n": int(m.sum()),
+                     "high-confidence": int((m & (np.abs(scores - threshold) > confident_margin)).sum())}
+        for k, v in stats.items():
+            row[f"{k} mean"] = float(v[m].mean()) if m.any() else float("nan")
+            row[f"{k} std"] = float(v[m].std()) if m.any() else float("nan")
+        rows.append(row)
+    return rows
+
+
+def grouped_error_gallery(images: np.ndarray, scores: np.ndarray, y: np.ndarray, threshold: float, k: int = 5,
+                          title: str | None = None):
+    """Rows FP, FN (most confident first) and, for contrast, the most confident TP and TN; captions give
+    P(positive), brightness and contrast."""
+    from .plots import labelled_rows_grid
+
+    groups = outcome_groups(scores, y, threshold)
+    stats = image_statistics(images)
+    scores = np.asarray(scores, dtype=np.float64)
+    rows = {}
+    for g, desc in (("FP", "false positives"), ("FN", "false negatives"), ("TP", "true positives"),
+                    ("TN", "true negatives")):
+        idx = np.flatnonzero(groups == g)
+        idx = idx[np.argsort(-np.abs(scores[idx] - threshold), kind="stable")][:k]
+        caps = [f"p={scores[i]:.2f} b={stats['brightness'][i]:.2f}\nc={stats['contrast'][i]:.2f} #{i}" for i in idx]
+        rows[f"{g}: {desc}"] = (np.asarray(images)[idx], caps)
+    return labelled_rows_grid(rows, ncols=k, title=title)
+
+
 # ================================================================== Weeks 5-6 figures
 def fraction_figure(rows: Sequence[Mapping], metric: str, reference: Mapping[str, float] | None = None,
                     title: str | None = None):

@@ -87,6 +87,78 @@ def learning_curves(log: Sequence[dict], title: str | None = None):
     return fig
 
 
+def overlay_learning_curves(logs: Mapping[str, Sequence[dict]], title: str | None = None):
+    """One figure for several runs: val loss (left) and val AUROC (right) per epoch, one line per run.
+
+    ``logs`` maps a run name to its ``val_log.jsonl`` rows. Each run's best-val-AUROC epoch is marked
+    with a star (the epoch whose weights the run keeps).
+    """
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.8))
+    for i, (name, log) in enumerate(logs.items()):
+        color = f"C{i}"
+        ep = [r["epoch"] for r in log]
+        a.plot(ep, [r["val_loss"] for r in log], "o-", color=color, ms=3, label=name)
+        b.plot(ep, [r["val_auroc"] for r in log], "o-", color=color, ms=3, label=name)
+        best = max(log, key=lambda r: r["val_auroc"])
+        b.plot([best["epoch"]], [best["val_auroc"]], "*", color=color, ms=12, zorder=5)
+    a.set_xlabel("epoch")
+    a.set_ylabel("validation cross-entropy")
+    b.set_xlabel("epoch")
+    b.set_ylabel("validation AUROC (star: kept epoch)")
+    a.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def sensitivity_specificity_curves(scores: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
+    """Sensitivity and specificity when ``score >= t`` is called positive, at every distinct score ``t``."""
+    scores, y = np.asarray(scores, dtype=np.float64), np.asarray(y).astype(bool)
+    t = np.unique(scores)
+    pred = scores[None, :] >= t[:, None]
+    sens = (pred & y).sum(1) / max(int(y.sum()), 1)
+    spec = (~pred & ~y).sum(1) / max(int((~y).sum()), 1)
+    return {"threshold": t, "sensitivity": sens, "specificity": spec}
+
+
+def threshold_tradeoff_figure(val_scores: np.ndarray, val_y: np.ndarray, points: Mapping[str, float],
+                              test_scores: np.ndarray | None = None, test_y: np.ndarray | None = None,
+                              title: str | None = None):
+    """Sensitivity and specificity against the threshold on validation, with the chosen thresholds marked.
+
+    ``points`` maps an operating point's name to its threshold (chosen on validation); each is marked at
+    its *validation* sensitivity (circle) and specificity (square). Optional test curves are dashed.
+    """
+    fig, ax = plt.subplots(figsize=(7, 4))
+    v = sensitivity_specificity_curves(val_scores, val_y)
+    ax.step(v["threshold"], v["sensitivity"], where="post", color="C0", label="sensitivity (val)")
+    ax.step(v["threshold"], v["specificity"], where="post", color="C1", label="specificity (val)")
+    if test_scores is not None and test_y is not None:
+        t = sensitivity_specificity_curves(test_scores, test_y)
+        ax.step(t["threshold"], t["sensitivity"], where="post", color="C0", ls="--", alpha=0.6,
+                label="sensitivity (test)")
+        ax.step(t["threshold"], t["specificity"], where="post", color="C1", ls="--", alpha=0.6,
+                label="specificity (test)")
+    vs, vy = np.asarray(val_scores, dtype=np.float64), np.asarray(val_y).astype(bool)
+    for i, (name, thr) in enumerate(points.items()):
+        pred = vs >= thr
+        sens = (pred & vy).sum() / max(int(vy.sum()), 1)
+        spec = (~pred & ~vy).sum() / max(int((~vy).sum()), 1)
+        color = f"C{i + 2}"
+        ax.axvline(thr, color=color, lw=0.8, alpha=0.5)
+        ax.plot([thr], [sens], "o", color=color, ms=8, label=f"{name} (t={thr:.3f})")
+        ax.plot([thr], [spec], "s", color=color, ms=8)
+    ax.set_xlabel("threshold on P(positive)")
+    ax.set_ylabel("rate")
+    ax.set_ylim(-0.02, 1.02)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
 def confusion_matrix_figure(cm: Sequence[Sequence[int]], class_names: Sequence[str], title: str | None = None,
                             normalize: bool = False):
     cm = np.asarray(cm, dtype=float)
