@@ -194,7 +194,9 @@ core_tier() {
     # on the synthetic set no team owns the extra tasks, and Week 8 needs one: run them all there
     local extra=()
     if [ "$D" = synthetic ]; then extra=(-p EXTRA_TASKS all); fi
-    run_step course core 1200 course_time.json -- "$PY" benchmarks/course_time.py --dataset "$D" --weeks 1-8 \
+    # smoke: Weeks 1-2 only, which proves the step's plumbing; the whole course in smoke mode is its own test
+    # (tests/test_course_smoke.py), and repeating it here would double CI's longest step
+    run_step course core 600 course_time.json -- "$PY" benchmarks/course_time.py --dataset "$D" --weeks 1-2 \
       --smoke "${extra[@]}" --results-root "$OUT/course_results" --out "$OUT/course_time.json"
     run_step parity core 240 accuracy_parity.json -- "$PY" benchmarks/accuracy_parity.py --dataset "$D" \
       --model smallcnn --epochs 1 --seeds 42 --label-frac 0.05 --batch-size 32 --workers 0 --device cpu \
@@ -230,10 +232,11 @@ research_tier() {
     else
       record label_grid research skipped "" 0 0 research/label_grid/grid_config.json "no SSL encoder (ssl_pretrain failed)"
     fi
-    run_step seed000 research 300 research/seed000/seed000_results.json -- "$PY" -m medssl.paradigms seed000 \
-      --dataset breastmnist --size 64 --smoke --device cpu --no-progress --out "$R/seed000"
-    run_step recipe research 300 research/recipe/recipe_results.json -- "$PY" -m medssl.paradigms recipe \
-      --dataset "$D" --seeds 42 --smoke --device cpu --no-progress --out "$R/recipe"
+    # smoke: the small CNN instead of ResNet-50 / ResNet-18 (the GPU tier runs the real architectures)
+    run_step seed000 research 600 research/seed000/seed000_results.json -- "$PY" -m medssl.paradigms seed000 \
+      --dataset breastmnist --size 64 --arch smallcnn --smoke --device cpu --no-progress --out "$R/seed000"
+    run_step recipe research 600 research/recipe/recipe_results.json -- "$PY" -m medssl.paradigms recipe \
+      --dataset "$D" --arch smallcnn --seeds 42 --smoke --device cpu --no-progress --out "$R/recipe"
   else
     # Week 4's defaults: SimCLR, strong views, tau 0.2, 30 epochs, batch 128, AdamW 1e-3, ResNet-18 (3x3 stem)
     run_step ssl_pretrain research 90 research/ssl_pretrain/ssl_config.json -- "$PY" -m medssl.pretrain \

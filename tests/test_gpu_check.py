@@ -100,7 +100,7 @@ def test_smoke_core_outputs(smoke_run):
     assert all(v > 0 for v in got.values())
     course = json.loads((out / "course_time.json").read_text())
     assert course["smoke"] and course["all_ok"]
-    assert {w["week"]: w["status"] for w in course["per_week"]} == {w: "ok" for w in range(1, 9)}
+    assert {w["week"]: w["status"] for w in course["per_week"]} == {w: "ok" for w in (1, 2)}  # smoke: Weeks 1-2
     parity = json.loads((out / "accuracy_parity.json").read_text())
     assert parity["status"] == "done" and sorted(r["pipeline"] for r in parity["runs"]) == ["library", "seed"]
     assert all(0 <= r["acc"] <= 1 and 0 <= r["auroc"] <= 1 for r in parity["runs"])
@@ -126,5 +126,5 @@ def test_smoke_research_outputs(smoke_run):
     assert recipe["smoke"] and recipe["status"] == "done" and [row["seed"] for row in recipe["rows"]] == [42]
     head = {s["name"]: s["headline"] for s in json.loads((out / "summary.json").read_text())["steps"]}
     assert head["throughput"]["supervised"]["seed_img_s"] > 0
-    assert head["course"]["weeks"] == {str(w): "ok" for w in range(1, 9)}
+    assert head["course"]["weeks"] == {str(w): "ok" for w in (1, 2)}
     assert "auroc_probe_10pct" in head["label_grid"]
