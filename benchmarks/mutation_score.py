@@ -1,0 +1,205 @@
+"""Mutation score of the library's core modules: how many deliberate small bugs do the unit tests catch?
+
+    python benchmarks/mutation_score.py                          # all listed modules, 2 workers
+    python benchmarks/mutation_score.py --modules calibration metrics --max-children 2
+    python benchmarks/mutation_score.py --out benchmarks/results/mutation.json
+
+It uses mutmut (``pip install mutmut``; it is in ``requirements.txt``). mutmut rewrites every function of the
+chosen modules into many variants, each with one small change (``<`` for ``<=``, ``+`` for ``-``, a constant off
+by one, a dropped argument, ...), runs the unit tests that reach that function against each variant, and counts a
+variant *killed* when a test fails.
+
+The run happens in a scratch copy (``--workdir``, default a temporary folder), never in the repository: the
+tracked files are copied there, with the library also at ``src/medssl`` where mutmut looks for it. The slow,
+notebook, course-machinery and CUDA tests are left out. The real-data
+tests run when ``MEDMNIST_ROOT`` holds the files, as in CI.
+
+Survivors that cannot be killed because the change does not alter behaviour (*equivalent mutants*) are listed in
+``benchmarks/mutation_equivalents.toml``, each with a one-line reason; they are left out of the score and reported
+separately. Every other survivor is printed with its diff: write the test that kills it.
+Not run in CI: on a 2-core machine a full run takes tens of minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import tomllib
+
+REPO = Path(__file__).resolve().parents[1]
+MODULES = ("calibration", "metrics", "ssl", "decisions", "probe", "recipes", "data")
+COURSE_TESTS = ("test_course.py", "test_course_smoke.py", "test_collect.py", "test_colab_sim.py",
+                "test_gpu_check.py", "test_manifest.py")
+EQUIVALENTS = REPO / "benchmarks" / "mutation_equivalents.toml"
+# mutmut's exit codes per mutant (mutmut.stats.status_by_exit_code)
+KILLED = {1, 3, 37}
+SURVIVED = {0}
+NO_TESTS = {5, 33}
+TIMEOUT = {24, -24, 36, 152, 255}
+
+PYTEST_INI = """[pytest]
+testpaths = tests
+addopts = -p no:cacheprovider -p no:nbval
+markers =
+    slow: slow
+    cuda: needs a GPU
+"""
+
+
+def prepare(workdir: Path, modules: list[str]) -> None:
+    """A scratch copy of the repository's tracked files, with the library also at ``src/medssl`` for mutmut.
+
+    mutmut mutates ``src/`` and puts its mutated copy first on ``sys.path``; the rest of the repository
+    (notebooks, results, course.toml, ...) is copied along because some unit tests read those files.
+    """
+    if workdir.exists():
+        shutil.rmtree(workdir)
+    workdir.mkdir(parents=True)
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, text=True, check=True)
+    top = set()
+    for rel in filter(None, files.stdout.split("\0")):
+        src = REPO / rel
+        if not src.is_file():  # deleted in the working tree
+            continue
+        dst = workdir / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, dst)
+        top.add(rel.split("/")[0])
+    for rel in ("tests", "starter/src/medssl"):  # new, not yet committed files count too
+        shutil.copytree(REPO / rel, workdir / rel, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(workdir / "starter" / "src" / "medssl", workdir / "src" / "medssl")
+    (workdir / "pytest.ini").write_text(PYTEST_INI)
+    only = "\n    ".join(f"src/medssl/{m}.py" for m in modules)
+    also = "\n    ".join(sorted(t + ("/" if (workdir / t).is_dir() else "") for t in top
+                                if t not in ("tests", "pytest.ini", "setup.cfg", "pyproject.toml")))
+    (workdir / "setup.cfg").write_text(
+        "[mutmut]\n"
+        "source_paths = src\n"
+        f"also_copy =\n    {also}\n"
+        f"only_mutate =\n    {only}\n"
+        "pytest_add_cli_args =\n    -m\n    not slow and not cuda\n    -x\n    -q\n"
+        # the course-machinery tests (papermill runs, simulated Colab, GPU check) test no listed module directly
+        + "".join(f"    --ignore=tests/{t}\n" for t in COURSE_TESTS)
+        + "pytest_add_cli_args_test_selection = tests/\n")
+
+
+def load_equivalents() -> dict[str, str]:
+    if not EQUIVALENTS.exists():
+        return {}
+    data = tomllib.loads(EQUIVALENTS.read_text())
+    return {name: str(reason) for name, reason in data.get("equivalent", {}).items()}
+
+
+def read_results(workdir: Path, modules: list[str]) -> dict[str, dict[str, int | None]]:
+    """``{module: {mutant name: exit code}}`` from mutmut's per-file ``.meta`` records."""
+    out = {}
+    for m in modules:
+        meta = workdir / "mutants" / "src" / "medssl" / f"{m}.py.meta"
+        out[m] = json.loads(meta.read_text())["exit_code_by_key"] if meta.exists() else {}
+    return out
+
+
+def show(workdir: Path, name: str, python: str) -> str:
+    r = subprocess.run([python, "-m", "mutmut", "show", name], cwd=workdir, capture_output=True, text=True)
+    return (r.stdout or r.stderr).strip()
+
+
+def score(results: dict[str, dict[str, int | None]], equivalents: dict[str, str]) -> list[dict]:
+    rows = []
+    for m, codes in results.items():
+        c = Counter()
+        survivors, equivalent = [], []
+        for name, code in sorted(codes.items()):
+            if code in KILLED:
+                c["killed"] += 1
+            elif code in SURVIVED or code in NO_TESTS:
+                if name in equivalents:
+                    equivalent.append(name)
+                else:
+                    c["survived" if code in SURVIVED else "no tests"] += 1
+                    survivors.append(name)
+            elif code in TIMEOUT:
+                c["killed"] += 1  # an infinite loop is a caught bug: the test run never passes
+                c["timeout"] += 1
+            elif code is None:
+                c["not checked"] += 1  # mutmut stopped before testing it: not counted, reported
+            else:
+                c["other"] += 1
+                survivors.append(name)
+        counted = c["killed"] + c["survived"] + c["no tests"] + c["other"]
+        rows.append({"module": m, "mutants": len(codes), "killed": c["killed"], "timeout": c["timeout"],
+                     "survived": c["survived"], "no_tests": c["no tests"], "equivalent": len(equivalent),
+                     "not_checked": c["not checked"],
+                     "kill_ratio": c["killed"] / counted if counted else float("nan"),
+                     "survivors": survivors, "equivalents": equivalent})
+    return rows
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--modules", nargs="+", default=list(MODULES), choices=list(MODULES))
+    p.add_argument("--max-children", type=int, default=2, help="mutants tested in parallel (default 2)")
+    p.add_argument("--workdir", default=None, help="scratch folder (default: a temporary one, removed afterwards)")
+    p.add_argument("--keep", action="store_true", help="keep the scratch folder (to look at mutants with mutmut)")
+    p.add_argument("--reuse", action="store_true", help="only re-read and re-score the results in --workdir")
+    p.add_argument("--out", default=None, help="also write the scores and survivors to this JSON file")
+    p.add_argument("--no-diffs", action="store_true", help="list survivors by name only")
+    args = p.parse_args(argv)
+    python = sys.executable
+    try:
+        import mutmut  # noqa: F401
+    except ImportError:
+        print("mutmut is not installed: pip install 'mutmut>=3.8'", file=sys.stderr)
+        return 2
+    workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="medssl-mutation-")) / "work"
+    t0 = time.perf_counter()
+    if not args.reuse:
+        prepare(workdir, args.modules)
+        env = {**os.environ, "MPLBACKEND": "Agg", "TQDM_DISABLE": "1"}
+        print(f"mutmut run in {workdir} ({', '.join(args.modules)}); this takes a while", flush=True)
+        r = subprocess.run([python, "-m", "mutmut", "run", "--max-children", str(args.max_children)],
+                           cwd=workdir, env=env)
+        if r.returncode != 0:
+            print(f"mutmut run failed (exit code {r.returncode}): see its output above", file=sys.stderr)
+            return 1
+    wall = time.perf_counter() - t0
+    equivalents = load_equivalents()
+    rows = score(read_results(workdir, args.modules), equivalents)
+    print(f"\n{'module':<12} {'mutants':>7} {'killed':>6} {'survived':>8} {'no tests':>8} {'equiv.':>6} {'kill %':>7}")
+    for r in rows:
+        print(f"{r['module']:<12} {r['mutants']:>7} {r['killed']:>6} {r['survived']:>8} {r['no_tests']:>8} "
+              f"{r['equivalent']:>6} {100 * r['kill_ratio']:>6.1f}%")
+    killed = sum(r["killed"] for r in rows)
+    counted = sum(r["killed"] + r["survived"] + r["no_tests"] for r in rows)
+    total = killed / counted if counted else float("nan")
+    print(f"{'all':<12} {sum(r['mutants'] for r in rows):>7} {killed:>6} {sum(r['survived'] for r in rows):>8} "
+          f"{sum(r['no_tests'] for r in rows):>8} {sum(r['equivalent'] for r in rows):>6} {100 * total:>6.1f}%")
+    print(f"wall time {wall:.0f}s")
+    unchecked = sum(r["not_checked"] for r in rows)
+    if unchecked:
+        print(f"{unchecked} mutant(s) were never tested (mutmut stopped early?): the score above leaves them out")
+    survivors = [s for r in rows for s in r["survivors"]]
+    if survivors:
+        print(f"\n{len(survivors)} survivor(s): each needs a test that kills it, or an entry in {EQUIVALENTS.name}")
+        for name in survivors:
+            print(f"\n--- {name}" if args.no_diffs else f"\n{show(workdir, name, python)}")
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps({"modules": rows, "kill_ratio": total, "wall_time_s": wall,
+                                              "equivalents": equivalents}, indent=1) + "\n")
+    if not args.workdir and not args.keep:
+        shutil.rmtree(workdir.parent, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
