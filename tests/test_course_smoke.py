@@ -1,13 +1,23 @@
 """The whole course, end to end: papermill runs Weeks 1-10 on BreastMNIST in smoke mode.
 
-Every results folder must pass the checker, and the key metrics (read back from
-the JSON files the notebooks wrote, never from printed text) must stay within
-``tolerance`` of the values recorded in ``tests/data/course_smoke_reference.json``.
-Smoke runs train for one epoch on a few hundred images, so these numbers are
-regression anchors, not results. CPUs with other instruction sets round
-differently, hence the tolerance.
+Every results folder must pass the checker. The key metrics (read back from the JSON files the
+notebooks wrote, never from printed text) are compared with ``tests/data/course_smoke_reference.json``
+in two ways:
 
-Re-record after an intended change (takes a few minutes)::
+* **regression anchors**: each value must stay within its own tolerance of the recorded run. The
+  tolerances are measured, not guessed: next to each anchor the JSON holds the largest deviation of
+  same-seed reruns under other instruction sets (AVX2, SSE4.1) and one thread, and the tolerance is
+  three times that (at least 0.005). Values that move too much to anchor anything are listed under
+  ``not_anchored`` with their measurements (the Week 1 accuracy: the smoke model calls every test
+  image one class; the 5 % probe: 0.04 between instruction sets);
+* **learning**: where the smoke run learns in every measured run (other seeds and instruction sets
+  included), it must beat the no-learning level by the margin in ``beats_chance``.
+
+What the smoke settings learn is also shown on a set that is learnable in that budget, the synthetic
+BreastMNIST stand-in (:func:`test_smoke_settings_learn_the_synthetic_set`, no real data needed).
+
+Re-record the values after an intended change (a few minutes; keeps every tolerance and bound, so
+re-measure those when the change could move the spread)::
 
     MEDMNIST_ROOT=/path/to/medmnist python tests/test_course_smoke.py --record
 """
@@ -28,20 +38,20 @@ REFERENCE = Path(__file__).parent / "data" / "course_smoke_reference.json"
 DATASET = "breastmnist"
 # (week, file, key): the numbers compared with the recorded smoke run
 KEYS = [
-    (1, "test_metrics.json", "acc"), (1, "test_metrics.json", "auroc"), (1, "test_metrics.json", "ece"),
+    (1, "test_metrics.json", "auroc"), (1, "test_metrics.json", "ece"),
     (2, "metrics_smallcnn.json", "auroc"), (2, "metrics_resnet18_head.json", "auroc"),
     (3, "metrics_resnet18_all_basic.json", "auroc"), (3, "metrics_resnet18_all_augA.json", "auroc"),
     (4, "ssl_config.json", "final_loss"),
-    (5, "probe_metrics_5pct.json", "auroc"), (5, "probe_metrics_10pct.json", "auroc"),
+    (5, "probe_metrics_10pct.json", "auroc"),
     (6, "metrics_ssl_probe.json", "auroc"), (6, "metrics_ssl_finetune.json", "auroc"),
     (6, "metrics_ssl_finetune.json", "ece"),
 ]
 
 
-def run_course(root: Path) -> list[course.RunOutcome]:
+def run_course(root: Path, params: dict | None = None) -> list[course.RunOutcome]:
     # every extra task of both teams runs on this dataset too, so all task sections are exercised
-    return course.batch(range(1, 11), [DATASET], "smoke", root, smoke=True, params={"EXTRA_TASKS": "all"},
-                        progress=False)
+    return course.batch(range(1, 11), [DATASET], "smoke", root, smoke=True,
+                        params={"EXTRA_TASKS": "all", **(params or {})}, progress=False)
 
 
 def read_values(root: Path) -> dict[str, float]:
@@ -52,6 +62,16 @@ def read_values(root: Path) -> dict[str, float]:
     return out
 
 
+def epoch_chance_loss(n_images: int, batch_size: int) -> float:
+    """The SimCLR epoch loss of an encoder that learned nothing: log(2b - 1) per batch of b, averaged per image.
+
+    (A last batch of one image is skipped.) Not ``ssl_config.json``'s ``chance_loss``, which is log(2B - 1)
+    for the full batch only and so lies above what a learned-nothing epoch gives.
+    """
+    sizes = [batch_size] * (n_images // batch_size) + ([n_images % batch_size] if n_images % batch_size > 1 else [])
+    return sum(b * math.log(2 * b - 1) for b in sizes) / sum(sizes)
+
+
 def _real_data() -> bool:
     """Skip only when the file is absent; a corrupt or unreadable one raises the library's error (a failure)."""
     from datahelpers import real_file_available
@@ -59,9 +79,8 @@ def _real_data() -> bool:
     return real_file_available(DATASET)
 
 
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(not _real_data(), reason=f"{DATASET}.npz not in the data root; set MEDMNIST_ROOT "
-                                                          "to run the course smoke test on real data")]
+needs_real = pytest.mark.skipif(not _real_data(), reason=f"{DATASET}.npz not in the data root; set MEDMNIST_ROOT "
+                                                          "to run the course smoke test on real data")
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +89,13 @@ def smoke_course(tmp_path_factory):
     return root, run_course(root)
 
 
+@pytest.fixture(scope="module")
+def reference() -> dict:
+    return json.loads(REFERENCE.read_text())
+
+
+@pytest.mark.slow
+@needs_real
 def test_every_week_runs(smoke_course):
     root, outcomes = smoke_course
     assert [o.week for o in outcomes] == list(range(1, 11))
@@ -78,6 +104,8 @@ def test_every_week_runs(smoke_course):
         assert o.notebook.exists(), f"executed copy of week {o.week} not kept"
 
 
+@pytest.mark.slow
+@needs_real
 def test_every_folder_passes_the_checker(smoke_course):
     root, _ = smoke_course
     reports = course.check_tree(root)
@@ -90,14 +118,91 @@ def test_every_folder_passes_the_checker(smoke_course):
     assert tasks[8] == ["B8-1", "B8-2", "B8-3", "P8-1", "P8-2", "P8-3"]
 
 
-def test_key_metrics_match_the_recorded_smoke_run(smoke_course):
+@pytest.mark.slow
+@needs_real
+def test_key_metrics_match_the_recorded_smoke_run(smoke_course, reference):
     root, _ = smoke_course
-    ref = json.loads(REFERENCE.read_text())
     got = read_values(root)
-    assert set(got) == set(ref["values"]), "KEYS changed: re-record the reference"
-    off = {k: (got[k], v) for k, v in ref["values"].items()
-           if not (math.isfinite(got[k]) and abs(got[k] - v) <= ref["tolerance"].get(k.split(":")[-1], 0.1))}
-    assert not off, f"smoke metrics moved beyond tolerance {ref['tolerance']}: (now, recorded) = {off}"
+    anchors = reference["anchors"]
+    assert set(got) == set(anchors), "KEYS changed: measure the new keys' tolerances, then re-record"
+    off = {k: (got[k], a["value"], a["tolerance"]) for k, a in anchors.items()
+           if not (math.isfinite(got[k]) and abs(got[k] - a["value"]) <= a["tolerance"])}
+    assert not off, f"smoke metrics moved beyond their tolerance: (now, recorded, tolerance) = {off}"
+
+
+@pytest.mark.slow
+@needs_real
+def test_smoke_run_beats_chance_where_it_learns(smoke_course, reference):
+    """Where every measured run learned: the SSL loss ends below its epoch's no-learning level, and the fine-tuned
+    ResNet-18 and the 10 % SSL probes rank above chance (the bounds and their basis are in the reference)."""
+    root, _ = smoke_course
+    got = read_values(root)
+    ssl = json.loads((root / "week4" / DATASET / "smoke" / "ssl_config.json").read_text())
+    chance = epoch_chance_loss(ssl["n_train_images"], ssl["config"]["batch_size"])
+    bounds = reference["beats_chance"]
+    assert set(bounds) <= set(got)
+    for key, bound in bounds.items():
+        if "loss_below_epoch_chance_by" in bound:
+            assert got[key] < chance - bound["loss_below_epoch_chance_by"], (key, got[key], chance)
+        else:
+            assert got[key] > bound["above"], (key, got[key], bound)
+
+
+def test_reference_tolerances_follow_their_measured_rule(reference):
+    """No tolerance or bound is widened by hand: each follows from the measurements stored next to it."""
+    assert {f"week{w}/{n}:{k}" for w, n, k in KEYS} == set(reference["anchors"])
+    assert not set(reference["anchors"]) & set(reference["not_anchored"])
+    for key, a in reference["anchors"].items():
+        rule = max(0.005, round(math.ceil(3 * a["max_same_seed_deviation"] / 0.005 - 1e-9) * 0.005, 3))
+        assert a["tolerance"] == pytest.approx(rule), key
+        assert len(a["other_seeds"]) == 4 and a["other_seeds"][0] == pytest.approx(a["value"], abs=1e-4), key
+    for key, bound in reference["beats_chance"].items():
+        seeds = reference["anchors"][key]["other_seeds"]
+        if "above" in bound:                         # every measured seed cleared the bound
+            assert bound["above"] > 0.5 and min(seeds) > bound["above"], key
+        else:
+            assert max(seeds) < epoch_chance_loss(546, 128) - bound["loss_below_epoch_chance_by"], key
+    assert epoch_chance_loss(546, 128) == pytest.approx((512 * math.log(255) + 34 * math.log(67)) / 546)
+    assert epoch_chance_loss(9, 4) == pytest.approx(math.log(7))       # the lone ninth image is skipped
+
+
+# ------------------------------------------------------------------ learning, on a set that is learnable in smoke mode
+@pytest.mark.slow
+def test_smoke_settings_learn_the_synthetic_set(tmp_path, monkeypatch):
+    """The notebooks' smoke settings (1 epoch, at most 200 labelled images, seed 42) on the synthetic set.
+
+    The calls are those of the Week 3, 4 and 5 notebooks (``wk.train``, ``wk.pretrain``, ``wk.downstream``)
+    with ``smoke=True``. Measured over seeds 42, 0, 1, 2: fine-tuned ResNet-18 AUROC 0.905-1.000, SSL
+    loss 0.013-0.111 below its epoch's no-learning level, probe AUROC 0.922-0.998 (5 %) and 0.979-1.000
+    (10 %). The 1-epoch smallcnn of Week 1 does not learn reliably even here (AUROC 0.13-0.93 over the
+    same seeds: four steps with BatchNorm statistics that have barely moved), so it is not asserted.
+    """
+    from medssl import course_helpers as ch
+
+    root = tmp_path / "data"
+    root.mkdir()
+    monkeypatch.setenv("MEDMNIST_ROOT", str(root))
+    results = tmp_path / "results"
+
+    def week(n):
+        return ch.WeekRun(week=n, dataset="synthetic", student="smoke", results_root=results, smoke=True)
+
+    w3 = week(3)
+    fine = w3.train("resnet18_all_basic", model="resnet18", pretrained=False, finetune="all", aug="none")
+    assert fine["n_train_labels"] == 200 and fine["config"]["epochs"] == 1
+    assert fine["auroc"] > 0.85, "a smoke-mode fine-tune must find the synthetic lesion"
+
+    w4 = week(4)
+    ssl = w4.pretrain("ssl", method="simclr", aug="strong", tau=0.2, proj_dim=128, lr=1e-3, weight_decay=1e-4)
+    assert ssl["epochs_run"] == 1 and ssl["n_train_images"] == 400
+    assert ssl["final_loss"] < epoch_chance_loss(400, ssl["config"]["batch_size"]), \
+        "the SSL loss must end below the no-learning level of its epoch"
+
+    w5 = week(5)
+    probe_dir = w5.downstream("probe", w4.run_dir("ssl") / "ssl_encoder.pt", [0.05, 0.1])
+    for tag in ("5", "10"):
+        probe = json.loads((probe_dir / f"probe_metrics_{tag}pct.json").read_text())
+        assert probe["auroc"] > 0.85, f"the {tag} % probe must separate the synthetic classes"
 
 
 if __name__ == "__main__":
@@ -112,11 +217,13 @@ if __name__ == "__main__":
     print(course.summary_table(outcomes))
     if not all(o.status == "ok" for o in outcomes):
         sys.exit("not recorded: some weeks failed")
-    REFERENCE.parent.mkdir(exist_ok=True)
-    REFERENCE.write_text(json.dumps({
-        "note": "smoke-mode values (1 epoch, <= 200 training images): regression anchors, not results",
-        "dataset": DATASET, "tolerance": {"acc": 0.1, "auroc": 0.1, "ece": 0.1, "final_loss": 0.25},
-        "recorded_with": {"torch": torch.__version__, "python": platform.python_version(),
-                          "machine": platform.machine()},
-        "values": read_values(root)}, indent=2) + "\n")
+    ref = json.loads(REFERENCE.read_text())
+    values = read_values(root)
+    if set(values) != set(ref["anchors"]):
+        sys.exit("KEYS changed: measure the new keys' tolerances (see tolerance_rule) before recording")
+    for k, v in values.items():
+        ref["anchors"][k]["value"] = v
+    ref["recorded_with"] = {"torch": torch.__version__, "python": platform.python_version(),
+                            "machine": platform.machine()}
+    REFERENCE.write_text(json.dumps(ref, indent=2) + "\n")
     print(f"recorded {REFERENCE}")
