@@ -234,7 +234,16 @@ def test_imagenet_stem_kernel_is_resized_into_the_3x3_stem(tmp_path):
     w7 = torch.randn(64, 3, 7, 7)
     w3 = _adapt_first_conv(w7, 3, 3)
     assert w3.shape == (64, 3, 3, 3)
-    assert _adapt_first_conv(w7, 1, 3).shape == (64, 1, 3, 3)
+    w1 = _adapt_first_conv(w7, 1, 3)
+    assert w1.shape == (64, 1, 3, 3)
+    # a grey image through the 1-channel stem responds exactly like its RGB copy through the 3-channel stem
+    # (a mean over the colour channels instead of their sum would be 3 times too weak)
+    grey = torch.randn(2, 1, 9, 9)
+    torch.testing.assert_close(F.conv2d(grey, w1), F.conv2d(grey.repeat(1, 3, 1, 1), w3), rtol=1e-4, atol=1e-4)
+    # known answer: a flat 7x7 kernel stays flat and keeps its sum (49 taps -> 9 taps)
+    flat = torch.ones(1, 3, 7, 7) * torch.tensor([1.0, 2.0, 3.0]).view(1, 3, 1, 1)
+    torch.testing.assert_close(_adapt_first_conv(flat, 3, 3), flat[..., :3, :3] * 49 / 9)
+    torch.testing.assert_close(_adapt_first_conv(flat, 1, 3), torch.full((1, 1, 3, 3), 6 * 49 / 9))
     # a smooth kernel keeps its response to a flat image (its sum) after the resize
     yy, xx = torch.meshgrid(torch.linspace(-1, 1, 7), torch.linspace(-1, 1, 7), indexing="ij")
     smooth = (1.0 + 0.3 * xx - 0.2 * yy).expand(64, 3, 7, 7).contiguous()
