@@ -104,6 +104,21 @@ def grad_scaler(device: torch.device | str, precision: str = "auto") -> torch.am
     return torch.amp.GradScaler("cuda" if device.type == "cuda" else "cpu", enabled=enabled)
 
 
+def optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+                   scheduler=None) -> None:
+    """One training step after the forward pass: backward through ``scaler``, the optimizer step, the schedule.
+
+    With a disabled scaler (bf16 and fp32) this is ``loss.backward(); optimizer.step()``; with fp16 the loss
+    is scaled and a step with inf/NaN gradients is skipped (see :func:`grad_scaler`).
+    """
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    if scheduler is not None:
+        scheduler.step()
+
+
 @contextmanager
 def _tf32(device: torch.device | str, allowed: bool) -> Iterator[None]:
     """Set cuDNN's and cuBLAS's TF32 switches on CUDA for the block, then restore them (no-op elsewhere)."""

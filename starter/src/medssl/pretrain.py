@@ -198,12 +198,7 @@ def ssl_train_epoch(model: nn.Module, batches, n_steps: int, optimizer: torch.op
             v2 = accel.channels_last(v2.to(device, non_blocking=True))
             with accel.autocast(device, precision):
                 loss = model(v1, v2)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            if scheduler is not None:
-                scheduler.step()
+            accel.optimizer_step(loss, optimizer, scaler, scheduler)
             tracker.add(loss, len(v1))
             if show and time.perf_counter() >= next_show:   # reading the mean waits for the GPU: once a second
                 bar.set_postfix(loss=f"{tracker.mean():.4f}")

@@ -256,12 +256,7 @@ def train_one_epoch(model: nn.Module, batches, n_batches: int, optimizer: torch.
             x = accel.channels_last(x)
             with accel.autocast(device, precision):
                 loss = F.cross_entropy(model(x), y) if mixup is None else soft_cross_entropy(model(x), soft)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            if scheduler is not None:
-                scheduler.step()
+            accel.optimizer_step(loss, optimizer, scaler, scheduler)
             tracker.add(loss, len(y))
             if show and time.perf_counter() >= next_show:   # reading the mean waits for the GPU: once a second
                 bar.set_postfix(loss=f"{tracker.mean():.4f}")
