@@ -38,7 +38,7 @@ import pytest
 from datahelpers import real_file_available
 
 from medssl import course
-from medssl import manifest as M
+from medssl.course import manifest as M
 from medssl.data import data_root
 
 REPO = Path(__file__).resolve().parents[1]

@@ -17,7 +17,7 @@ import pytest
 from test_course import make_folder
 
 from medssl import course
-from medssl import course_helpers as ch
+from medssl.course import notebook as ch
 from medssl.errors import ConfigError
 
 

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from medssl import course
-from medssl import course_helpers as ch
-from medssl import manifest as M
+from medssl.course import manifest as M
+from medssl.course import notebook as ch
 from medssl.errors import ConfigError, OutputExistsError
 from medssl.metrics import classification_metrics
 from medssl.registry import get_spec

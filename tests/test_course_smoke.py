@@ -177,7 +177,7 @@ def test_smoke_settings_learn_the_synthetic_set(tmp_path, monkeypatch):
     (10 %). The 1-epoch smallcnn of Week 1 does not learn reliably even here (AUROC 0.13-0.93 over the
     same seeds: four steps with BatchNorm statistics that have barely moved), so it is not asserted.
     """
-    from medssl import course_helpers as ch
+    from medssl.course import notebook as ch
 
     root = tmp_path / "data"
     root.mkdir()

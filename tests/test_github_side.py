@@ -6,9 +6,9 @@ from pathlib import Path
 
 import yaml
 
-import medssl.manifest as M
 from medssl.course import check_references, check_tree
-from medssl.course_helpers import write_reference_stub
+from medssl.course import manifest as M
+from medssl.course.notebook import write_reference_stub
 
 FORMS = Path(__file__).resolve().parents[1] / ".github" / "ISSUE_TEMPLATE"
 

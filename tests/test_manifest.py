@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from medssl import manifest as M
+from medssl.course import manifest as M
 from medssl.errors import ConfigError
 from medssl.metrics import CORE_METRIC_KEYS
 
@@ -201,7 +201,7 @@ def test_notebooks_write_only_declared_files(week):
 
 
 def test_task_board_is_generated_from_the_manifest():
-    from medssl.course_helpers import task_board_markdown
+    from medssl.course.notebook import task_board_markdown
 
     board = (REPO / "reports" / "task_board_week5_7.md").read_text()
     assert board == task_board_markdown(), "regenerate reports/task_board_week5_7.md from the manifest"

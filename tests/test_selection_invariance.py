@@ -30,7 +30,7 @@ import pandas as pd
 import pytest
 import torch
 
-from medssl import course_helpers as ch
+from medssl.course import notebook as ch
 from medssl.data import synthetic_arrays, write_npz
 from medssl.decisions import analyse_run
 from medssl.efficiency import GridConfig, run_grid

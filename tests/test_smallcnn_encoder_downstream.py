@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from medssl import course_helpers as ch
+from medssl.course import notebook as ch
 from medssl.errors import ConfigError
 from medssl.models import read_encoder
 from medssl.probe import DownstreamConfig

@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from medssl import course_helpers as ch
+from medssl.course import notebook as ch
 from medssl.errors import OutputExistsError
 from medssl.pretrain import SSLConfig
 from medssl.train import TrainConfig

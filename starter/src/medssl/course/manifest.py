@@ -27,8 +27,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .errors import ConfigError
-from .metrics import CORE_METRIC_KEYS
+from ..errors import ConfigError
+from ..metrics import CORE_METRIC_KEYS
 
 REQUIRED, OPTIONAL, BY_HAND = "required", "optional", "by_hand"
 STATUSES = (REQUIRED, OPTIONAL, BY_HAND)

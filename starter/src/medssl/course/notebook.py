@@ -39,12 +39,12 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
+from .. import __version__
+from ..errors import ConfigError, OutputExistsError
+from ..plots import label_fraction_axis
+from ..utils import get_logger, relative_path, save_figure, write_json, write_text
+from . import HANDIN_DIR, check_folder, check_group, make_submission_zip, repo_root
 from . import manifest as M
-from .course import HANDIN_DIR, check_folder, check_group, make_submission_zip, repo_root
-from .errors import ConfigError, OutputExistsError
-from .plots import label_fraction_axis
-from .utils import get_logger, relative_path, save_figure, write_json, write_text
 
 SMOKE_TRAIN_IMAGES = 200
 SMOKE_EPOCHS = 1
@@ -79,7 +79,7 @@ def environment() -> dict:
     """Versions and device, for READMEs and the reproducibility checklist."""
     import torch
 
-    from .utils import resolve_device
+    from ..utils import resolve_device
 
     dev = resolve_device("auto")
     gpu = torch.cuda.get_device_name(0) if dev.type == "cuda" else None
@@ -206,7 +206,7 @@ def run_facts(results: Mapping[str, Mapping]) -> str:
     CPUs, so the notebooks' regression checks print these instead; the metric
     values themselves are compared with a tolerance by the course smoke test.
     """
-    from .course import check_value
+    from . import check_value
 
     lines = []
     for name, r in results.items():
@@ -276,7 +276,7 @@ def config_defaults(config_class) -> dict:
     """The default value of every field of a config dataclass that has one (as plain JSON values)."""
     from dataclasses import MISSING, fields
 
-    from .utils import to_jsonable
+    from ..utils import to_jsonable
 
     out = {}
     for f in fields(config_class):
@@ -333,7 +333,7 @@ class WeekRun:
                  results_root: str | os.PathLike | None = None, smoke: bool | None = None,
                  overwrite: bool | None = None, tasks: str | Sequence[str] | None = "auto",
                  drive: bool | None = False, precision: str | None = None, deterministic: bool = False, **extra):
-        from .registry import get_spec
+        from ..registry import get_spec
 
         self.week = M.check_week(week)
         self.deliverable = M.core(self.week)
@@ -532,7 +532,7 @@ class WeekRun:
 
     # ------------------------------------------------------------ data and training
     def load_splits(self, size: int = 28):
-        from .data import load_splits
+        from ..data import load_splits
 
         return load_splits(self.dataset, size=size)
 
@@ -543,7 +543,7 @@ class WeekRun:
         return min(frac, max(SMOKE_TRAIN_IMAGES / max(n_train, 1), 1e-3))
 
     def train_config(self, **overrides):
-        from .train import TrainConfig
+        from ..train import TrainConfig
 
         model = overrides.get("model", self.model or "smallcnn")
         kw = dict(dataset=self.dataset, model=model, epochs=self.epochs, batch_size=self.batch_size,
@@ -562,7 +562,7 @@ class WeekRun:
         as the same when the new value is its default: :func:`same_settings`);
         a run with other settings is replaced only with OVERWRITE.
         """
-        from .train import run
+        from ..train import run
 
         cfg = self.train_config(**overrides)
         out = self.runs / name
@@ -584,7 +584,7 @@ class WeekRun:
 
     def predictions(self, name: str, week: int | None = None) -> dict:
         """``predictions.npz`` of a run, plus softmax probabilities ``val_probs`` / ``test_probs``."""
-        from .calibration import softmax
+        from ..calibration import softmax
 
         path = self.run_dir(name, week) / "predictions.npz"
         if not path.exists():
@@ -605,7 +605,7 @@ class WeekRun:
         that default (see :func:`same_settings`); ``precision="auto"`` and
         ``deterministic=False`` (:data:`NUMERICS_DEFAULTS`) always count so.
         """
-        from .utils import to_jsonable
+        from ..utils import to_jsonable
 
         out = self.runs / name
         marker = out / "course_job.json"
@@ -629,8 +629,8 @@ class WeekRun:
 
     def pretrain(self, name: str = "ssl", **overrides) -> dict:
         """SSL pretraining (:func:`medssl.pretrain.run`) as a reusable job; returns ``ssl_config.json``."""
-        from .pretrain import SSLConfig
-        from .pretrain import run as pretrain_run
+        from ..pretrain import SSLConfig
+        from ..pretrain import run as pretrain_run
 
         backbone = overrides.get("backbone", self.model or "resnet18")
         kw = dict(dataset=self.dataset, backbone=backbone, stem="auto" if backbone == "smallcnn" else self.stem,
@@ -644,8 +644,8 @@ class WeekRun:
     def downstream(self, name: str, encoder: str | os.PathLike, fractions: Sequence[float], finetune: bool = False,
                    compare_inits: bool = False, **overrides) -> Path:
         """Linear probe (+ fine-tuning / init comparison) of an SSL encoder (:func:`medssl.probe.run`)."""
-        from .probe import DownstreamConfig
-        from .probe import run as probe_run
+        from ..probe import DownstreamConfig
+        from ..probe import run as probe_run
 
         kw = dict(dataset=self.dataset, encoder=str(encoder), fractions=list(fractions), seed=self.seed,
                   epochs=self.epochs, progress=not self.smoke)
@@ -754,7 +754,7 @@ def misclassified(labels: np.ndarray, probs: np.ndarray, k: int = 5) -> np.ndarr
 
 def gallery_captions(idx: Sequence[int], labels: np.ndarray, probs: np.ndarray, spec) -> list[str]:
     """``true / predicted / P(positive)`` under each image."""
-    from .calibration import positive_probability
+    from ..calibration import positive_probability
 
     pos = spec.positive_class
     out = []
@@ -811,7 +811,7 @@ def grouped_error_gallery(images: np.ndarray, scores: np.ndarray, y: np.ndarray,
                           title: str | None = None):
     """Rows FP, FN (most confident first) and, for contrast, the most confident TP and TN; captions give
     P(positive), brightness and contrast."""
-    from .plots import labelled_rows_grid
+    from ..plots import labelled_rows_grid
 
     groups = outcome_groups(scores, y, threshold)
     stats = image_statistics(images)
@@ -865,7 +865,7 @@ def bar_figure(values: Mapping[str, Mapping[str, float]], metrics: Sequence[str]
 # ================================================================== Weeks 9-10: write-up and reproducibility
 def _metric_files(results_root: Path, include_smoke: bool) -> list[tuple[Path, dict]]:
     """(path, data) of every metrics-like JSON (metrics files and ssl_config.json) in the submissions."""
-    from .course import find_submissions, parse_location
+    from . import find_submissions, parse_location
 
     out = []
     for folder in find_submissions(results_root):
@@ -891,7 +891,7 @@ def _metric_files(results_root: Path, include_smoke: bool) -> list[tuple[Path, d
 def missing_pieces(results_root: str | os.PathLike, datasets: Sequence[str] = M.DATASETS,
                    include_smoke: bool = False) -> str:
     """A checklist of what the write-up still lacks: weeks without results, failing folders, text left to write."""
-    from .course import check_tree, find_submissions, parse_location
+    from . import check_tree, find_submissions, parse_location
 
     results_root = Path(results_root)
     have: dict[tuple[int, str], list[str]] = {}
@@ -971,8 +971,8 @@ def draft_skeleton(summary_md: str, label_efficiency_md: str | None, figures: Ma
 def reproducibility_checklist(root: str | os.PathLike, results_root: str | os.PathLike,
                               include_smoke: bool = False) -> str:
     """``results/week10/reproducibility_checklist.md``: what was actually run, with which settings, and checks."""
-    from .course import check_tree, parse_location
-    from .registry import get_spec
+    from ..registry import get_spec
+    from . import check_tree, parse_location
 
     root, results_root = Path(root), Path(results_root)
     files = _metric_files(results_root, include_smoke)
@@ -1141,6 +1141,8 @@ def best_by_val_auroc(results: Mapping[str, Mapping]) -> str:
     return min(results, key=rank)
 
 
-__all__ = ["Readme", "WeekRun", "best_by_val_auroc", "config_defaults", "device_banner", "drive_folder",
-           "environment", "in_colab", "markdown_table", "metrics_rows", "same_settings", "self_check",
-           "smoke_from_env"]
+__all__ = ["Readme", "WeekRun", "bar_figure", "best_by_val_auroc", "config_defaults", "device_banner",
+           "draft_skeleton", "drive_folder", "environment", "error_taxonomy_table", "fraction_figure",
+           "gallery_captions", "grouped_error_gallery", "in_colab", "load_json", "markdown_table", "metrics_rows",
+           "misclassified", "missing_pieces", "reproducibility_checklist", "run_facts", "same_settings",
+           "self_check", "smoke_from_env"]

@@ -27,7 +27,6 @@ import re
 import shutil
 import stat
 import struct
-import sys
 import tempfile
 import time
 import zipfile
@@ -35,10 +34,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import ConfigError, MedSSLError, OutputExistsError
+from ..utils import progress_bar, relative_path
 from . import manifest as M
-from .cli import run_cli
-from .errors import ConfigError, MedSSLError, OutputExistsError
-from .utils import progress_bar, relative_path
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 LEVELS = ("missing", "malformed", "to add", "to write", "note")
@@ -906,7 +904,7 @@ def aggregate(results_root: str | os.PathLike = "results", out: str | os.PathLik
     """Class-wide tables and plots from every student's metrics; returns the paths written."""
     import pandas as pd
 
-    from .utils import save_figure, write_text
+    from ..utils import save_figure, write_text
 
     results_root = Path(results_root)
     if not results_root.is_dir():
@@ -1314,7 +1312,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         table = summary_table(outcomes)
         print(table)
         if args.summary:
-            from .utils import write_text
+            from ..utils import write_text
 
             write_text(args.summary, table + "\n")
         return 0 if all(o.status == "ok" for o in outcomes) else 1
@@ -1354,6 +1352,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     return 2
 
-
-if __name__ == "__main__":
-    sys.exit(run_cli(main))
