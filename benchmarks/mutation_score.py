@@ -10,9 +10,9 @@ by one, a dropped argument, ...), runs the unit tests that reach that function a
 variant *killed* when a test fails.
 
 The run happens in a scratch copy (``--workdir``, default a temporary folder), never in the repository: the
-tracked files are copied there, with the library also at ``src/medssl`` where mutmut looks for it. The slow,
-notebook, course-machinery and CUDA tests are left out. The real-data
-tests run when ``MEDMNIST_ROOT`` holds the files, as in CI.
+tracked files are copied there, with the library also at ``src/medssl`` where mutmut looks for it. Each module is
+mutated in its own scratch copy and tested with its own unit tests (``UNIT_TESTS``), without the slow and CUDA tests.
+The real-data tests run when ``MEDMNIST_ROOT`` holds the files, as in CI.
 
 Survivors that cannot be killed because the change does not alter behaviour (*equivalent mutants*) are listed in
 ``benchmarks/mutation_equivalents.toml``, each with a one-line reason; they are left out of the score and reported
@@ -36,9 +36,18 @@ from pathlib import Path
 import tomllib
 
 REPO = Path(__file__).resolve().parents[1]
-MODULES = ("calibration", "metrics", "ssl", "decisions", "probe", "recipes", "data")
-COURSE_TESTS = ("test_course.py", "test_course_smoke.py", "test_collect.py", "test_colab_sim.py",
-                "test_gpu_check.py", "test_manifest.py")
+# each module with its unit tests: a mutant is run against these only (the tests that reach the mutated
+# function, as mutmut records them), so a mutant of a widely used helper does not rerun the training tests
+UNIT_TESTS = {
+    "calibration": ("test_calibration.py", "test_ties.py", "test_known_answers.py"),
+    "metrics": ("test_metrics.py", "test_ties.py", "test_known_answers.py", "test_multiclass.py"),
+    "ssl": ("test_ssl.py", "test_moco_reference.py", "test_nt_xent_batch_size.py"),
+    "decisions": ("test_decisions.py", "test_ties.py", "test_known_answers.py", "test_selection_invariance.py"),
+    "probe": ("test_probe.py", "test_selection_invariance.py", "test_smallcnn_encoder_downstream.py"),
+    "recipes": ("test_recipes.py", "test_known_answers.py"),
+    "data": ("test_data.py", "test_data_skip_guards.py", "test_label_fractions.py"),
+}
+MODULES = tuple(UNIT_TESTS)
 EQUIVALENTS = REPO / "benchmarks" / "mutation_equivalents.toml"
 # mutmut's exit codes per mutant (mutmut.stats.status_by_exit_code)
 KILLED = {1, 3, 37}
@@ -55,41 +64,47 @@ markers =
 """
 
 
-def prepare(workdir: Path, modules: list[str]) -> None:
-    """A scratch copy of the repository's tracked files, with the library also at ``src/medssl`` for mutmut.
+def prepare(workdir: Path, module: str, rev: str | None = None) -> None:
+    """A scratch copy of the repository, with the library also at ``src/medssl`` for mutmut.
 
-    mutmut mutates ``src/`` and puts its mutated copy first on ``sys.path``; the rest of the repository
-    (notebooks, results, course.toml, ...) is copied along because some unit tests read those files.
+    ``rev`` (a commit) copies that commit's files; without it, the working tree's tracked files plus any new
+    files in ``tests/`` and the library. mutmut mutates ``src/`` and puts its mutated copy first on ``sys.path``;
+    the rest of the repository (notebooks, results, course.toml, ...) comes along because some unit tests read it.
     """
     if workdir.exists():
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True)
-    files = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, text=True, check=True)
-    top = set()
-    for rel in filter(None, files.stdout.split("\0")):
-        src = REPO / rel
-        if not src.is_file():  # deleted in the working tree
-            continue
-        dst = workdir / rel
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(src, dst)
-        top.add(rel.split("/")[0])
-    for rel in ("tests", "starter/src/medssl"):  # new, not yet committed files count too
-        shutil.copytree(REPO / rel, workdir / rel, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
+    listing = ["git", "ls-files", "-z"] if rev is None else ["git", "ls-tree", "-r", "-z", "--name-only", rev]
+    files = subprocess.run(listing, cwd=REPO, capture_output=True, text=True, check=True)
+    names = [rel for rel in files.stdout.split("\0") if rel]
+    top = {rel.split("/")[0] for rel in names}
+    if rev is not None:
+        archive = subprocess.run(["git", "archive", rev], cwd=REPO, capture_output=True, check=True)
+        subprocess.run(["tar", "-x", "-C", str(workdir)], input=archive.stdout, check=True)
+    else:
+        for rel in names:
+            src = REPO / rel
+            if not src.is_file():  # deleted in the working tree
+                continue
+            dst = workdir / rel
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst)
+        for rel in ("tests", "starter/src/medssl"):  # new, not yet committed files count too
+            shutil.copytree(REPO / rel, workdir / rel, dirs_exist_ok=True,
+                            ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(workdir / "starter" / "src" / "medssl", workdir / "src" / "medssl")
     (workdir / "pytest.ini").write_text(PYTEST_INI)
-    only = "\n    ".join(f"src/medssl/{m}.py" for m in modules)
+    tests = "".join(f"    tests/{t}\n" for t in UNIT_TESTS[module])
     also = "\n    ".join(sorted(t + ("/" if (workdir / t).is_dir() else "") for t in top
                                 if t not in ("tests", "pytest.ini", "setup.cfg", "pyproject.toml")))
     (workdir / "setup.cfg").write_text(
         "[mutmut]\n"
         "source_paths = src\n"
         f"also_copy =\n    {also}\n"
-        f"only_mutate =\n    {only}\n"
+        f"only_mutate =\n    src/medssl/{module}.py\n"
+        "timeout_multiplier = 40\n"  # the wall limit is (test time + 1 s) x this: loose, for a loaded machine
         "pytest_add_cli_args =\n    -m\n    not slow and not cuda\n    -x\n    -q\n"
-        # the course-machinery tests (papermill runs, simulated Colab, GPU check) test no listed module directly
-        + "".join(f"    --ignore=tests/{t}\n" for t in COURSE_TESTS)
-        + "pytest_add_cli_args_test_selection = tests/\n")
+        f"pytest_add_cli_args_test_selection =\n{tests}")
 
 
 def load_equivalents() -> dict[str, str]:
@@ -100,16 +115,17 @@ def load_equivalents() -> dict[str, str]:
 
 
 def read_results(workdir: Path, modules: list[str]) -> dict[str, dict[str, int | None]]:
-    """``{module: {mutant name: exit code}}`` from mutmut's per-file ``.meta`` records."""
+    """``{module: {mutant name: exit code}}`` from mutmut's per-file ``.meta`` records (``workdir/<module>``)."""
     out = {}
     for m in modules:
-        meta = workdir / "mutants" / "src" / "medssl" / f"{m}.py.meta"
+        meta = workdir / m / "mutants" / "src" / "medssl" / f"{m}.py.meta"
         out[m] = json.loads(meta.read_text())["exit_code_by_key"] if meta.exists() else {}
     return out
 
 
 def show(workdir: Path, name: str, python: str) -> str:
-    r = subprocess.run([python, "-m", "mutmut", "show", name], cwd=workdir, capture_output=True, text=True)
+    module = name.split(".")[1]  # medssl.<module>.x_<function>__mutmut_<n>
+    r = subprocess.run([python, "-m", "mutmut", "show", name], cwd=workdir / module, capture_output=True, text=True)
     return (r.stdout or r.stderr).strip()
 
 
@@ -147,6 +163,7 @@ def score(results: dict[str, dict[str, int | None]], equivalents: dict[str, str]
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--modules", nargs="+", default=list(MODULES), choices=list(MODULES))
+    p.add_argument("--rev", default=None, help="test this commit's files (default: the working tree)")
     p.add_argument("--max-children", type=int, default=2, help="mutants tested in parallel (default 2)")
     p.add_argument("--workdir", default=None, help="scratch folder (default: a temporary one, removed afterwards)")
     p.add_argument("--keep", action="store_true", help="keep the scratch folder (to look at mutants with mutmut)")
@@ -163,14 +180,19 @@ def main(argv=None) -> int:
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="medssl-mutation-")) / "work"
     t0 = time.perf_counter()
     if not args.reuse:
-        prepare(workdir, args.modules)
-        env = {**os.environ, "MPLBACKEND": "Agg", "TQDM_DISABLE": "1"}
-        print(f"mutmut run in {workdir} ({', '.join(args.modules)}); this takes a while", flush=True)
-        r = subprocess.run([python, "-m", "mutmut", "run", "--max-children", str(args.max_children)],
-                           cwd=workdir, env=env)
-        if r.returncode != 0:
-            print(f"mutmut run failed (exit code {r.returncode}): see its output above", file=sys.stderr)
-            return 1
+        # one thread: mutmut forks a test process per mutant, and torch's OpenMP pool does not survive a fork
+        # (a child can hang in its first parallel op, which would count as a timeout)
+        env = {**os.environ, "MPLBACKEND": "Agg", "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        for m in args.modules:
+            prepare(workdir / m, m, args.rev)
+            print(f"mutmut run for {m} in {workdir / m} (tests: {', '.join(UNIT_TESTS[m])})", flush=True)
+            t_m = time.perf_counter()
+            r = subprocess.run([python, "-m", "mutmut", "run", "--max-children", str(args.max_children)],
+                               cwd=workdir / m, env=env)
+            if r.returncode != 0:
+                print(f"mutmut run for {m} failed (exit code {r.returncode}): see its output above", file=sys.stderr)
+                return 1
+            print(f"{m}: {time.perf_counter() - t_m:.0f}s", flush=True)
     wall = time.perf_counter() - t0
     equivalents = load_equivalents()
     rows = score(read_results(workdir, args.modules), equivalents)
