@@ -2,7 +2,7 @@
 
     python benchmarks/course_time.py --dataset pneumoniamnist --out benchmarks/results/course_<device>.json
 
-Each week's notebook is executed with papermill through ``medssl.course.batch`` (the same code as
+Each week's notebook is executed with papermill through ``medssl.course.runner.batch`` (the same code as
 ``python -m medssl.course batch``), in dependency order, into a fresh temporary results folder (or
 ``--results-root``), and each folder is checked against the manifest. The time per notebook includes kernel
 start-up, data loading, training, plots and the check. ``-p KEY VALUE`` passes a parameter to every week that
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from medssl import course
+from medssl.course import runner
 from medssl.utils import write_json
 
 
@@ -34,16 +34,16 @@ def main(argv=None) -> int:
     p.add_argument("--results-root", default=None, help="keep the results here (default: a temporary folder)")
     p.add_argument("--out", default=None, help="JSON file for the timings")
     a = p.parse_args(argv)
-    weeks = course.parse_weeks(a.weeks)
-    params = {k: course.parse_param(v) for k, v in a.param}
+    weeks = runner.parse_weeks(a.weeks)
+    params = {k: runner.parse_param(v) for k, v in a.param}
     device = (torch.cuda.get_device_name(0) if torch.cuda.is_available()
               else f"cpu ({torch.get_num_threads()} threads)")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(a.results_root) if a.results_root else Path(tmp) / "results"
         t0 = time.perf_counter()
-        outcomes = course.batch(weeks, [a.dataset], "timing", results_root=root, smoke=a.smoke, params=params)
+        outcomes = runner.batch(weeks, [a.dataset], "timing", results_root=root, smoke=a.smoke, params=params)
         total = time.perf_counter() - t0
-    print(course.summary_table(outcomes))
+    print(runner.summary_table(outcomes))
     print(f"Weeks {a.weeks}, {a.dataset}, {'smoke' if a.smoke else 'default settings'}, on {device}: "
           f"{total:.0f} s wall ({total / 60:.1f} min)")
     result = {"dataset": a.dataset, "weeks": weeks, "smoke": a.smoke, "params": params, "device": device,

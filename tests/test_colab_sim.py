@@ -37,7 +37,7 @@ from pathlib import Path
 import pytest
 from datahelpers import real_file_available
 
-from medssl import course
+from medssl.course import aggregate, check, cli, collect
 from medssl.course import manifest as M
 from medssl.data import data_root
 
@@ -271,18 +271,18 @@ def test_colab_two_runtimes_drive_and_hand_in(colab):
     assert probe["encoder"] == f"results/week4/{DATASET}/{STUDENT}/ssl_encoder.pt"   # Week 4's, found on Drive
     zip5 = drive / "handin" / f"week5_{DATASET}_{STUDENT}.zip"
     assert zip5.is_file()
-    assert course.check_folder(drive / "results" / "week5" / DATASET / STUDENT).passed()
+    assert check.check_folder(drive / "results" / "week5" / DATASET / STUDENT).passed()
 
     # ---- the instructor: the downloaded zips pass the checker once collected, and aggregate reads them
     t0 = time.perf_counter()
     got = [sim["downloads"] / zip1.name, sim["downloads"] / zip5.name]
     assert all(p.is_file() for p in got), "files.download was not called for every hand-in"
     results = base / "class" / "results"
-    taken = course.collect(got, results)
+    taken = collect.collect(got, results)
     assert [c.status for c in taken] == ["taken in", "taken in"], [c.format() for c in taken]
     assert all(c.report.passed() for c in taken), [c.report.format() for c in taken]
-    assert course.main(["check", str(results)]) == 0
-    assert course.aggregate(results, include_smoke=True)["n_rows"] >= 1
+    assert cli.main(["check", str(results)]) == 0
+    assert aggregate.aggregate(results, include_smoke=True)["n_rows"] >= 1
     rt2.seconds["collect"] = time.perf_counter() - t0
     timings = {"setup": sim["setup seconds"], **{f"runtime 1 {k}": v for k, v in rt1.seconds.items()},
                **{f"runtime 2 {k}": v for k, v in rt2.seconds.items()}}

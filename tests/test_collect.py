@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from test_course import make_folder
 
-from medssl import course
+from medssl.course import aggregate, check, cli, collect
 from medssl.course import notebook as ch
 from medssl.errors import ConfigError
 
@@ -34,7 +34,7 @@ def handin(tmp_path: Path, week: int = 1, dataset: str = "breastmnist", student:
     folder = make_folder(tmp_path / "student" / "results" / f"week{week}" / dataset / student, week, dataset)
     if edit:
         edit(folder)
-    return course.make_submission_zip(folder, week, dataset, student, tmp_path / "student" / "handin")
+    return collect.make_submission_zip(folder, week, dataset, student, tmp_path / "student" / "handin")
 
 
 def write_zip(path: Path, entries: dict[str, bytes], modes: dict[str, int] | None = None) -> Path:
@@ -54,7 +54,7 @@ def entries_of(zip_path: Path) -> dict[str, bytes]:
 
 def reject(zip_path: Path, results: Path, match: str, overwrite: bool = False) -> str:
     before = tree(results)
-    got = course.collect([zip_path], results, overwrite=overwrite)
+    got = collect.collect([zip_path], results, overwrite=overwrite)
     assert [c.status for c in got] == ["rejected"], got[0].format()
     assert before == tree(results), "a rejected zip wrote something"
     assert match in got[0].message, got[0].message
@@ -73,7 +73,7 @@ def test_hand_in_zip_layout_and_never_replaces_an_earlier_zip(tmp_path):
     (folder / ".hidden").write_text("x")
     (folder / "README_week1.md").write_text("# second version\n")
     os.utime(folder / "reliability.png", (0, 0))    # dated 1970 (a copied file, a bad clock): zips cannot hold it
-    z2 = course.make_submission_zip(folder, 1, "breastmnist", "alice", z1.parent)
+    z2 = collect.make_submission_zip(folder, 1, "breastmnist", "alice", z1.parent)
     assert z2.name == "week1_breastmnist_alice_2.zip" and z1.exists()
     assert entries_of(z1)["week1/breastmnist/alice/README_week1.md"] != entries_of(z2)[
         "week1/breastmnist/alice/README_week1.md"]
@@ -146,15 +146,15 @@ def test_drive_keeps_results_runs_and_data_in_one_folder_in_colab_only(tmp_path,
 def test_a_good_zip_is_taken_in_checked_and_aggregated(tmp_path, capsys):
     z = handin(tmp_path)
     results = tmp_path / "class" / "results"
-    rc = course.main(["collect", str(z), "--results-root", str(results)])
+    rc = cli.main(["collect", str(z), "--results-root", str(results)])
     out = capsys.readouterr().out
     assert rc == 0, out
     dest = results / "week1" / "breastmnist" / "alice"
     assert "taken in  week1_breastmnist_alice.zip" in out and "1 of 1 zip(s) taken in" in out
     assert (dest / "test_metrics.json").is_file()
-    assert course.check_folder(dest).passed()
+    assert check.check_folder(dest).passed()
     assert not [p for p in results.iterdir() if p.name.startswith(".")]      # no staging folder left
-    res = course.aggregate(results)
+    res = aggregate.aggregate(results)
     assert res["n_rows"] == 1
 
 
@@ -222,12 +222,12 @@ def test_rejects_a_corrupt_zip(tmp_path):
 def test_an_existing_submission_needs_overwrite(tmp_path, capsys):
     results = tmp_path / "class" / "results"
     first = handin(tmp_path / "a")
-    assert course.collect([first], results)[0].ok()
+    assert collect.collect([first], results)[0].ok()
     second = handin(tmp_path / "b", edit=lambda f: (f / "README_week1.md").write_text("# v2\n\nNew text.\n"))
     reject(second, results, "already holds a submission; pass --overwrite")
-    rc = course.main(["collect", str(second), "--results-root", str(results)])
+    rc = cli.main(["collect", str(second), "--results-root", str(results)])
     assert rc == 1 and "rejected  week1_breastmnist_alice.zip" in capsys.readouterr().out
-    got = course.collect([second], results, overwrite=True)[0]
+    got = collect.collect([second], results, overwrite=True)[0]
     assert got.ok() and "replaced" in got.message
     assert (results / "week1" / "breastmnist" / "alice" / "README_week1.md").read_text() == "# v2\n\nNew text.\n"
     assert sorted(p.name for p in results.iterdir()) == ["week1"]
@@ -238,7 +238,7 @@ def test_several_zips_one_bad_does_not_block_the_others(tmp_path, capsys):
     a = handin(tmp_path / "a", student="alice")
     b = handin(tmp_path / "b", student="bob")
     (tmp_path / "broken.zip").write_bytes(b"PK\x03\x04 nonsense")
-    rc = course.main(["collect", str(a), str(tmp_path / "broken.zip"), str(b), "--results-root", str(results)])
+    rc = cli.main(["collect", str(a), str(tmp_path / "broken.zip"), str(b), "--results-root", str(results)])
     out = capsys.readouterr().out
     assert rc == 1 and "2 of 3 zip(s) taken in" in out and "1 rejected" in out
     assert sorted(p.name for p in (results / "week1" / "breastmnist").iterdir()) == ["alice", "bob"]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from medssl import course
+from medssl.course import aggregate, check, cli, config, runner
 from medssl.course import manifest as M
 from medssl.course import notebook as ch
 from medssl.errors import ConfigError, OutputExistsError
@@ -79,7 +79,7 @@ def make_folder(folder: Path, week: int, dataset: str = "breastmnist", tasks=(),
 @pytest.mark.parametrize("week", range(1, 8))
 def test_good_folder_passes(tmp_path, week):
     folder = make_folder(tmp_path / "results" / f"week{week}" / "breastmnist" / "alice", week)
-    rep = course.check_folder(folder)
+    rep = check.check_folder(folder)
     assert (rep.week, rep.dataset, rep.student) == (week, "breastmnist", "alice")
     assert rep.passed(), rep.format()
     assert rep.passed(strict=True) == (week != 1)  # week 1 still lacks the hand-made screenshot
@@ -100,7 +100,7 @@ def test_broken_folder_fails_readably(tmp_path, capsys):
     (folder / "README_week2.md").write_text("  \n")
     (folder / "my_extra_plot.png").write_bytes(b"x")
 
-    rep = course.check_folder(folder)
+    rep = check.check_folder(folder)
     assert not rep.passed()
     text = rep.format()
     expected = [
@@ -119,7 +119,7 @@ def test_broken_folder_fails_readably(tmp_path, capsys):
     assert "FAILED (8 problem(s))" in text
 
     # the command line: readable list on stdout, exit status 1
-    assert course.main(["check", str(folder)]) == 1
+    assert cli.main(["check", str(folder)]) == 1
     out = capsys.readouterr().out
     assert "missing   cm_smallcnn.png" in out and "0 of 1 folder(s) pass" in out
 
@@ -129,37 +129,37 @@ def test_metrics_consistency_checks(tmp_path):
     m = _metrics("breastmnist")                         # right keys, wrong dataset
     m["n_per_class"] = [m["n_per_class"][0] + 1, m["n_per_class"][1]]
     (folder / "test_metrics.json").write_text(json.dumps(m))
-    text = course.check_folder(folder).format()
+    text = check.check_folder(folder).format()
     assert "holds breastmnist results but the folder is for pneumoniamnist" in text
     assert "confusion_matrix row sums" in text
 
 
 def test_started_tasks_must_be_complete(tmp_path):
     folder = make_folder(tmp_path / "results" / "week6" / "pneumoniamnist" / "dan", 6, dataset="pneumoniamnist")
-    assert course.check_folder(folder).passed()
+    assert check.check_folder(folder).passed()
     (folder / "P1_temp_scaling_table.md").write_text("| T |\n|---|\n| 1.3 |\n")
-    rep = course.check_folder(folder)
+    rep = check.check_folder(folder)
     assert rep.tasks == ["P1"] and not rep.passed()
     assert "missing   P1_reliability_before.png: [P1]" in rep.format()
     # naming a task that was not started makes it required too
-    rep = course.check_folder(folder, tasks=["P1"])
+    rep = check.check_folder(folder, tasks=["P1"])
     assert "P1_reliability_after.png" in rep.format()
     make_folder(folder, 6, "pneumoniamnist", tasks=("P1",))
-    assert course.check_folder(folder).passed()
+    assert check.check_folder(folder).passed()
 
 
 def test_week8_needs_a_task_and_csv_columns(tmp_path):
     folder = tmp_path / "results" / "week8" / "breastmnist" / "erin"
     folder.mkdir(parents=True)
-    rep = course.check_folder(folder)
+    rep = check.check_folder(folder)
     assert not rep.passed() and "no Week 8 task started; the team tasks are B8-1, B8-2, B8-3" in rep.format()
     make_folder(folder, 8, tasks=("B8-1",))
-    assert course.check_folder(folder).passed()
+    assert check.check_folder(folder).passed()
     (folder / "B8-1_robustness_table.csv").write_text("perturbation,acc\nclean,0.9\n")
-    assert "missing column(s) auroc, ece, d_acc, d_auroc, d_ece" in course.check_folder(folder).format()
+    assert "missing column(s) auroc, ece, d_acc, d_auroc, d_ece" in check.check_folder(folder).format()
     (folder / "B8-1_robustness_table.csv").unlink()
     (folder / "B8-1_robustness_table.md").write_text("| perturbation | d_auroc |\n")  # the .md alternative
-    assert course.check_folder(folder).passed()
+    assert check.check_folder(folder).passed()
 
 
 def test_group_weeks_and_tree(tmp_path):
@@ -167,63 +167,63 @@ def test_group_weeks_and_tree(tmp_path):
     make_folder(results / "week1" / "breastmnist" / "alice", 1)
     make_folder(results / "week2" / "pneumoniamnist" / "bob", 2, dataset="pneumoniamnist")
     (results / "week10").mkdir(parents=True)
-    reps = course.check_tree(results)
+    reps = check.check_tree(results)
     assert [(r.week, r.dataset) for r in reps] == [(1, "breastmnist"), (2, "pneumoniamnist")]
-    rep10 = course.check_folder(results / "week10")
+    rep10 = check.check_folder(results / "week10")
     assert not rep10.passed() and "results/week10/reproducibility_checklist.md" in rep10.format()
     (results / "week10" / "reproducibility_checklist.md").write_text("# checklist\n")
-    rep10 = course.check_folder(results / "week10")
+    rep10 = check.check_folder(results / "week10")
     assert rep10.passed() and {p.file for p in rep10.of("to add")} == {
         "results/week10/final_writeup.pdf", "results/week10/slides/*.pdf"}
-    assert [r.week for r in course.check_tree(results)] == [1, 2, 10]   # started group weeks are included
+    assert [r.week for r in check.check_tree(results)] == [1, 2, 10]   # started group weeks are included
     with pytest.raises(ConfigError, match="cannot tell the week"):
-        course.check_folder(tmp_path / "elsewhere")
+        check.check_folder(tmp_path / "elsewhere")
 
 
 def test_check_cli_errors_are_messages(tmp_path, capsys):
     from medssl.cli import run_cli
 
-    assert run_cli(course.main, ["check", str(tmp_path / "missing")]) == 2
+    assert run_cli(cli.main, ["check", str(tmp_path / "missing")]) == 2
     assert "does not exist" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
-    assert run_cli(course.main, ["check", str(tmp_path / "empty")]) == 2
+    assert run_cli(cli.main, ["check", str(tmp_path / "empty")]) == 2
     assert "no submission folders" in capsys.readouterr().err
 
 
 def test_committed_results_pass_the_checker():
     """Every folder committed under results/ passes the checker (reference runs included)."""
-    for rep in course.check_tree(REPO / "results"):
+    for rep in check.check_tree(REPO / "results"):
         assert rep.passed(), rep.format()
 
 
 # ------------------------------------------------------------------ running: arguments and bookkeeping
 def test_parse_helpers():
-    assert course.parse_weeks("1-3,5 7") == [1, 2, 3, 5, 7]
-    assert course.parse_weeks(["8", "1-2"]) == [1, 2, 8]
+    assert runner.parse_weeks("1-3,5 7") == [1, 2, 3, 5, 7]
+    assert runner.parse_weeks(["8", "1-2"]) == [1, 2, 8]
     with pytest.raises(ConfigError):
-        course.parse_weeks("3-1")
+        runner.parse_weeks("3-1")
     with pytest.raises(ConfigError):
-        course.parse_weeks("0-2")
-    assert course.parse_param("[0.05, 0.1]") == [0.05, 0.1]
-    assert course.parse_param("True") is True and course.parse_param("resnet18") == "resnet18"
-    assert course._params([("EPOCHS", "3")]) == {"EPOCHS": 3}
+        runner.parse_weeks("0-2")
+    assert runner.parse_param("[0.05, 0.1]") == [0.05, 0.1]
+    assert runner.parse_param("True") is True and runner.parse_param("resnet18") == "resnet18"
+    assert cli._params([("EPOCHS", "3")]) == {"EPOCHS": 3}
     with pytest.raises(ConfigError, match="UPPER_CASE"):
-        course._params([("epochs", "3")])
-    assert course.variant_of(1, "test_metrics") == "baseline"
-    assert course.variant_of(5, "probe_metrics_10pct") == "probe@10%"
-    assert course.variant_of(2, "metrics_resnet18_head") == "resnet18_head"
+        cli._params([("epochs", "3")])
+    assert aggregate.variant_of(1, "test_metrics") == "baseline"
+    assert aggregate.variant_of(5, "probe_metrics_10pct") == "probe@10%"
+    assert aggregate.variant_of(2, "metrics_resnet18_head") == "resnet18_head"
 
 
 def test_run_refuses_to_overwrite_a_submission(tmp_path):
     make_folder(tmp_path / "results" / "week1" / "breastmnist" / "alice", 1)
     with pytest.raises(OutputExistsError, match="--overwrite"):
-        course.run_week(1, "breastmnist", "alice", tmp_path / "results")
+        runner.run_week(1, "breastmnist", "alice", tmp_path / "results")
     with pytest.raises(ConfigError, match="--dataset"):
-        course.run_week(2, None, "alice", tmp_path / "results")
+        runner.run_week(2, None, "alice", tmp_path / "results")
     with pytest.raises(ConfigError, match="simple name"):
-        course.run_week(2, "breastmnist", "al ice", tmp_path / "results")
+        runner.run_week(2, "breastmnist", "al ice", tmp_path / "results")
     with pytest.raises(ConfigError, match="has no parameter EPOCH"):
-        course.run_week(2, "breastmnist", "alice", tmp_path / "results", params={"EPOCH": 3})
+        runner.run_week(2, "breastmnist", "alice", tmp_path / "results", params={"EPOCH": 3})
 
 
 def test_run_records_a_results_root_inside_the_repository_relative_to_it(monkeypatch, tmp_path):
@@ -234,7 +234,7 @@ def test_run_records_a_results_root_inside_the_repository_relative_to_it(monkeyp
     repo = tmp_path / "course"                         # a repository layout: starter/src/medssl + notebooks/
     (repo / "starter" / "src" / "medssl").mkdir(parents=True)
     (repo / "notebooks").mkdir()
-    shutil.copy(course.notebook_path(1), repo / "notebooks")
+    shutil.copy(runner.notebook_path(1), repo / "notebooks")
     seen = {}
 
     def fake_execute(src, dst, parameters, **kw):
@@ -242,11 +242,11 @@ def test_run_records_a_results_root_inside_the_repository_relative_to_it(monkeyp
 
     monkeypatch.delenv("TQDM_DISABLE", raising=False)
     monkeypatch.setattr(pm, "execute_notebook", fake_execute)
-    course.run_week(1, "breastmnist", "alice", repo / "results", notebooks_dir=repo / "notebooks",
+    runner.run_week(1, "breastmnist", "alice", repo / "results", notebooks_dir=repo / "notebooks",
                     raise_on_error=False)
     assert seen["RESULTS_ROOT"] == "results"
     assert seen["tqdm"] == "1" and "TQDM_DISABLE" not in os.environ  # quiet kernel, environment restored
-    course.run_week(1, "breastmnist", "bob", tmp_path / "elsewhere", notebooks_dir=repo / "notebooks",
+    runner.run_week(1, "breastmnist", "bob", tmp_path / "elsewhere", notebooks_dir=repo / "notebooks",
                     raise_on_error=False)
     assert seen["RESULTS_ROOT"] == str((tmp_path / "elsewhere").resolve())
 
@@ -262,7 +262,7 @@ def test_executed_notebook_paths_are_rewritten_relative_to_the_repository(tmp_pa
           "nbformat": 4, "nbformat_minor": 5}
     path = tmp_path / "executed.ipynb"
     path.write_text(json.dumps(nb))
-    course.relativize_notebook(path, repo)
+    runner.relativize_notebook(path, repo)
     got = json.loads(path.read_text())
     meta = got["metadata"]["papermill"]
     assert meta["input_path"] == "notebooks/Week01_Baseline.ipynb"
@@ -270,7 +270,7 @@ def test_executed_notebook_paths_are_rewritten_relative_to_the_repository(tmp_pa
     assert meta["parameters"] == {"RESULTS_ROOT": "results", "STUDENT": "alice"}
     assert got["cells"][0]["source"] == '# Parameters\nRESULTS_ROOT = "results"\nSTUDENT = "alice"\n'
     assert str(tmp_path) not in path.read_text()
-    course.relativize_notebook(path, tmp_path / "another")         # outside: nothing to rewrite, nothing lost
+    runner.relativize_notebook(path, tmp_path / "another")         # outside: nothing to rewrite, nothing lost
     assert json.loads(path.read_text()) == got
 
 
@@ -280,18 +280,18 @@ def test_batch_runs_in_dependency_order_and_skips_dependents(monkeypatch, tmp_pa
     def fake_run_week(week, dataset, student, *args, **kwargs):
         calls.append((week, dataset))
         if (week, dataset) == (4, "breastmnist"):
-            return course.RunOutcome(week, dataset, student, status="failed", cell=7,
+            return runner.RunOutcome(week, dataset, student, status="failed", cell=7,
                                      error="ConfigError: the loss became nan")
-        return course.RunOutcome(week, dataset, student, seconds=1.0)
+        return runner.RunOutcome(week, dataset, student, seconds=1.0)
 
-    monkeypatch.setattr(course, "run_week", fake_run_week)
-    outs = course.batch(range(1, 11), ["breastmnist", "pneumoniamnist"], "ta", tmp_path, progress=False)
+    monkeypatch.setattr(runner, "run_week", fake_run_week)
+    outs = runner.batch(range(1, 11), ["breastmnist", "pneumoniamnist"], "ta", tmp_path, progress=False)
     status = {(o.week, o.dataset): o.status for o in outs}
     assert calls[:4] == [(1, "breastmnist"), (1, "pneumoniamnist"), (2, "breastmnist"), (2, "pneumoniamnist")]
     assert calls[-2:] == [(9, None), (10, None)]
     for w in (5, 6, 7, 8):  # all need Week 4 (directly or through Week 6)
         assert status[(w, "breastmnist")] == "skipped" and status[(w, "pneumoniamnist")] == "ok"
-    table = course.summary_table(outs)
+    table = runner.summary_table(outs)
     assert "| 4 | failed (cell 7): ConfigError: the loss became nan | ok (1s) |" in table
     assert "skipped: needs Week 4, which failed" in table
     assert "13/18 notebooks ok" in table  # week 4 failed, weeks 5-8 skipped, for breastmnist
@@ -304,7 +304,7 @@ def test_aggregate_class_tables(tmp_path):
         make_folder(results / "week2" / "breastmnist" / student, 2, seed=i)
     make_folder(results / "week2" / "pneumoniamnist" / "carol", 2, dataset="pneumoniamnist", seed=5)
     make_folder(results / "week2" / "pneumoniamnist" / "smoke", 2, dataset="pneumoniamnist", seed=6, smoke=True)
-    res = course.aggregate(results)
+    res = aggregate.aggregate(results)
     assert res["n_rows"] == 6  # 3 students x 2 models; the smoke folder is left out
     row = next(r for r in res["summary"] if r["dataset"] == "breastmnist" and r["variant"] == "smallcnn")
     a, b = (_metrics(seed=s)["auroc"] for s in (0, 1))
@@ -314,16 +314,16 @@ def test_aggregate_class_tables(tmp_path):
     assert all(Path(p).exists() for p in paths.values()) and Path(paths["summary_md"]).parent == tmp_path / "reports"
     md = Path(paths["summary_md"]).read_text()
     assert "breastmnist auroc" in md and "pneumoniamnist auroc" in md and "smoke and synthetic runs excluded" in md
-    assert course.aggregate(results, include_smoke=True)["n_rows"] == 8
+    assert aggregate.aggregate(results, include_smoke=True)["n_rows"] == 8
     # label efficiency: the core CSV and the B1 grid of every student's Week 5 folder
     for student, auc in (("alice", 0.7), ("bob", 0.8)):
         f = make_folder(results / "week5" / "breastmnist" / student, 5, tasks=("B1",))
         (f / "probe_vs_supervised.csv").write_text(f"method,fraction,acc,auroc,ece\nprobe,0.1,0.8,{auc},0.1\n")
-    le = course.collect_label_efficiency(results)
+    le = aggregate.collect_label_efficiency(results)
     assert sorted((r["student"], r["method"], r["auroc"]) for r in le) == [
         ("alice", "0.5 (B1 seed mean)", 0.5), ("alice", "probe", 0.7), ("bob", "0.5 (B1 seed mean)", 0.5),
         ("bob", "probe", 0.8)]
-    md = Path(course.aggregate(results)["paths"]["summary_md"]).read_text()
+    md = Path(aggregate.aggregate(results)["paths"]["summary_md"]).read_text()
     assert "| breastmnist | probe | 10% | 0.750 ± 0.071 | 2 |" in md
 
 
@@ -489,20 +489,25 @@ def test_run_facts_are_machine_independent_and_flag_bad_metrics():
     assert f"{good['auroc']:.2f}" not in text  # no metric values: they differ in the last digits between CPUs
 
 
+def test_repo_root_from_inside_the_checkout_and_from_elsewhere(tmp_path):
+    assert config.repo_root(REPO / "starter" / "src") == REPO
+    assert config.repo_root(tmp_path) == REPO          # outside any checkout: the one this package is installed from
+
+
 # ------------------------------------------------------------------ publishing: the repository URL and the setup cell
 def test_course_config_and_github_slug(tmp_path):
-    cfg = course.course_config(REPO)
+    cfg = config.course_config(REPO)
     assert set(cfg) == {"repo_url", "branch"} and cfg["repo_url"].startswith("https://")
     (tmp_path / "course.toml").write_text('[course]\nrepo_url = "https://github.com/uni-x/ssl-course.git"\n')
-    assert course.course_config(tmp_path) == {"repo_url": "https://github.com/uni-x/ssl-course.git", "branch": "main"}
-    assert course.github_slug("https://github.com/uni-x/ssl-course.git") == "uni-x/ssl-course"
-    assert course.github_slug("git@github.com:uni-x/ssl-course") == "uni-x/ssl-course"
-    assert course.github_slug("https://gitlab.com/uni-x/ssl-course") is None
+    assert config.course_config(tmp_path) == {"repo_url": "https://github.com/uni-x/ssl-course.git", "branch": "main"}
+    assert config.github_slug("https://github.com/uni-x/ssl-course.git") == "uni-x/ssl-course"
+    assert config.github_slug("git@github.com:uni-x/ssl-course") == "uni-x/ssl-course"
+    assert config.github_slug("https://gitlab.com/uni-x/ssl-course") is None
     (tmp_path / "course.toml").write_text('[course]\nrepo_url = ""\n')
     with pytest.raises(ConfigError, match="repo_url"):
-        course.course_config(tmp_path)
+        config.course_config(tmp_path)
     with pytest.raises(ConfigError, match="not found"):
-        course.course_config(tmp_path / "elsewhere")
+        config.course_config(tmp_path / "elsewhere")
 
 
 def _setup_source(url: str) -> str:
@@ -546,8 +551,8 @@ def _run_setup(src: str, monkeypatch, tmp_path, colab: bool, pip_rc: int = 0):
 
 
 def test_setup_cell_stops_with_one_sentence_while_the_url_is_a_placeholder(monkeypatch, tmp_path):
-    src = _setup_source(course._COURSE_DEFAULTS["repo_url"])
-    monkeypatch.delenv(course.REPO_URL_ENV, raising=False)
+    src = _setup_source(config._COURSE_DEFAULTS["repo_url"])
+    monkeypatch.delenv(config.REPO_URL_ENV, raising=False)
     err, calls = _run_setup(src, monkeypatch, tmp_path, colab=True)
     assert calls == [], "nothing may be cloned from the placeholder URL"
     lines = err._render_traceback_()                 # what IPython shows instead of a traceback
@@ -558,8 +563,8 @@ def test_setup_cell_stops_with_one_sentence_while_the_url_is_a_placeholder(monke
 
 
 def test_setup_cell_clones_the_override_url_and_shows_pips_own_error(monkeypatch, tmp_path, capsys):
-    src = _setup_source(course._COURSE_DEFAULTS["repo_url"])
-    monkeypatch.setenv(course.REPO_URL_ENV, "file:///srv/course.git")
+    src = _setup_source(config._COURSE_DEFAULTS["repo_url"])
+    monkeypatch.setenv(config.REPO_URL_ENV, "file:///srv/course.git")
     err, calls = _run_setup(src, monkeypatch, tmp_path, colab=True, pip_rc=1)
     assert calls[0] == ["git", "clone", "--depth", "1", "file:///srv/course.git", "medmnist-ssl"]
     assert calls[1][1:] == ["-m", "pip", "install", "-q", "-e", "starter[colab]"]   # not requirements.txt
@@ -574,19 +579,19 @@ def test_run_takes_results_root_from_p_and_refuses_runner_parameters(monkeypatch
 
     def fake_run_week(week, dataset, student, results_root, smoke, params, *a, **kw):
         seen.update(root=results_root, params=params)
-        return course.RunOutcome(week, dataset, student, out_dir=Path(results_root), notebook=Path("nb.ipynb"))
+        return runner.RunOutcome(week, dataset, student, out_dir=Path(results_root), notebook=Path("nb.ipynb"))
 
-    monkeypatch.setattr(course, "run_week", fake_run_week)
+    monkeypatch.setattr(cli, "run_week", fake_run_week)
     args = ["run", "--week", "1", "--dataset", "breastmnist", "--student", "alice"]
-    course.main(args + ["-p", "RESULTS_ROOT", str(tmp_path / "r"), "-p", "EPOCHS", "2"])
+    cli.main(args + ["-p", "RESULTS_ROOT", str(tmp_path / "r"), "-p", "EPOCHS", "2"])
     assert seen == {"root": str(tmp_path / "r"), "params": {"EPOCHS": 2}}       # checked where it ran
-    course.main(args)
+    cli.main(args)
     assert seen["root"] == "results"
     with pytest.raises(ConfigError, match="disagree"):
-        course.main(args + ["--results-root", "a", "-p", "RESULTS_ROOT", "b"])
+        cli.main(args + ["--results-root", "a", "-p", "RESULTS_ROOT", "b"])
     monkeypatch.undo()
     with pytest.raises(ConfigError, match="-p STUDENT is set by the runner.*--student"):
-        course.run_week(1, "breastmnist", "alice", tmp_path / "results", params={"STUDENT": "bob"})
+        runner.run_week(1, "breastmnist", "alice", tmp_path / "results", params={"STUDENT": "bob"})
 
 
 def test_precision_and_determinism_parameters_reach_every_training_config(tmp_path, monkeypatch):

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import pytest
 
-from medssl import course
+from medssl.course import check, runner
 
 REFERENCE = Path(__file__).parent / "data" / "course_smoke_reference.json"
 DATASET = "breastmnist"
@@ -48,9 +48,9 @@ KEYS = [
 ]
 
 
-def run_course(root: Path, params: dict | None = None) -> list[course.RunOutcome]:
+def run_course(root: Path, params: dict | None = None) -> list[runner.RunOutcome]:
     # every extra task of both teams runs on this dataset too, so all task sections are exercised
-    return course.batch(range(1, 11), [DATASET], "smoke", root, smoke=True,
+    return runner.batch(range(1, 11), [DATASET], "smoke", root, smoke=True,
                         params={"EXTRA_TASKS": "all", **(params or {})}, progress=False)
 
 
@@ -99,7 +99,7 @@ def reference() -> dict:
 def test_every_week_runs(smoke_course):
     root, outcomes = smoke_course
     assert [o.week for o in outcomes] == list(range(1, 11))
-    assert all(o.status == "ok" for o in outcomes), course.summary_table(outcomes)
+    assert all(o.status == "ok" for o in outcomes), runner.summary_table(outcomes)
     for o in outcomes:
         assert o.notebook.exists(), f"executed copy of week {o.week} not kept"
 
@@ -108,7 +108,7 @@ def test_every_week_runs(smoke_course):
 @needs_real
 def test_every_folder_passes_the_checker(smoke_course):
     root, _ = smoke_course
-    reports = course.check_tree(root)
+    reports = check.check_tree(root)
     assert sorted(r.week for r in reports) == list(range(1, 11))
     for rep in reports:
         assert rep.passed(), rep.format()
@@ -214,7 +214,7 @@ if __name__ == "__main__":
 
     root = Path(tempfile.mkdtemp(prefix="medssl-record-")) / "results"
     outcomes = run_course(root)
-    print(course.summary_table(outcomes))
+    print(runner.summary_table(outcomes))
     if not all(o.status == "ok" for o in outcomes):
         sys.exit("not recorded: some weeks failed")
     ref = json.loads(REFERENCE.read_text())

@@ -1,8 +1,8 @@
-"""``python -m medssl.course``: run, batch-run, check and aggregate the weekly notebooks."""
+"""``python -m medssl.course``: see :mod:`medssl.course.cli`."""
 
 import sys
 
 from ..cli import run_cli
-from . import main
+from .cli import main
 
 sys.exit(run_cli(main))

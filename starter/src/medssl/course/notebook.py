@@ -43,8 +43,10 @@ from .. import __version__
 from ..errors import ConfigError, OutputExistsError
 from ..plots import label_fraction_axis
 from ..utils import get_logger, relative_path, save_figure, write_json, write_text
-from . import HANDIN_DIR, check_folder, check_group, make_submission_zip, repo_root
 from . import manifest as M
+from .check import check_folder, check_group
+from .collect import HANDIN_DIR, make_submission_zip
+from .config import repo_root
 
 SMOKE_TRAIN_IMAGES = 200
 SMOKE_EPOCHS = 1
@@ -206,7 +208,7 @@ def run_facts(results: Mapping[str, Mapping]) -> str:
     CPUs, so the notebooks' regression checks print these instead; the metric
     values themselves are compared with a tolerance by the course smoke test.
     """
-    from . import check_value
+    from .check import check_value
 
     lines = []
     for name, r in results.items():
@@ -865,7 +867,7 @@ def bar_figure(values: Mapping[str, Mapping[str, float]], metrics: Sequence[str]
 # ================================================================== Weeks 9-10: write-up and reproducibility
 def _metric_files(results_root: Path, include_smoke: bool) -> list[tuple[Path, dict]]:
     """(path, data) of every metrics-like JSON (metrics files and ssl_config.json) in the submissions."""
-    from . import find_submissions, parse_location
+    from .check import find_submissions, parse_location
 
     out = []
     for folder in find_submissions(results_root):
@@ -891,7 +893,7 @@ def _metric_files(results_root: Path, include_smoke: bool) -> list[tuple[Path, d
 def missing_pieces(results_root: str | os.PathLike, datasets: Sequence[str] = M.DATASETS,
                    include_smoke: bool = False) -> str:
     """A checklist of what the write-up still lacks: weeks without results, failing folders, text left to write."""
-    from . import check_tree, find_submissions, parse_location
+    from .check import check_tree, find_submissions, parse_location
 
     results_root = Path(results_root)
     have: dict[tuple[int, str], list[str]] = {}
@@ -972,7 +974,7 @@ def reproducibility_checklist(root: str | os.PathLike, results_root: str | os.Pa
                               include_smoke: bool = False) -> str:
     """``results/week10/reproducibility_checklist.md``: what was actually run, with which settings, and checks."""
     from ..registry import get_spec
-    from . import check_tree, parse_location
+    from .check import check_tree, parse_location
 
     root, results_root = Path(root), Path(results_root)
     files = _metric_files(results_root, include_smoke)
