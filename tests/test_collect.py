@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from test_course import make_folder
 
-from medssl.course import aggregate, check, cli, collect
+from medssl.course import aggregate, check, cli, collect, environment
 from medssl.course import notebook as ch
 from medssl.errors import ConfigError
 
@@ -90,8 +90,8 @@ def _fake_colab(monkeypatch, tmp_path) -> list:
     google.colab = colab
     monkeypatch.setitem(sys.modules, "google", google)
     monkeypatch.setitem(sys.modules, "google.colab", colab)
-    monkeypatch.setenv(ch.DRIVE_MOUNT_ENV, str(tmp_path / "content" / "drive"))
-    monkeypatch.setattr(ch, "_DRIVE", {})
+    monkeypatch.setenv(environment.DRIVE_MOUNT_ENV, str(tmp_path / "content" / "drive"))
+    monkeypatch.setattr(environment, "_DRIVE", {})
     return downloads
 
 
@@ -120,8 +120,8 @@ def test_drive_keeps_results_runs_and_data_in_one_folder_in_colab_only(tmp_path,
     monkeypatch.delenv("MEDSSL_SMOKE", raising=False)
     monkeypatch.delenv("CI", raising=False)
     monkeypatch.delenv("MEDMNIST_ROOT", raising=False)
-    monkeypatch.setattr(ch, "_DRIVE", {})
-    monkeypatch.setattr(ch, "repo_root", lambda: tmp_path / "repo")     # the default results/ of a checkout
+    monkeypatch.setattr(environment, "_DRIVE", {})
+    monkeypatch.setattr("medssl.course.week.repo_root", lambda: tmp_path / "repo")  # the default results/ of a checkout
     local = ch.WeekRun(week=1, dataset="breastmnist", student="alice", drive=None)  # not Colab: nothing changes
     assert local.drive is None and local.results_root == tmp_path / "repo" / "results"
     assert "MEDMNIST_ROOT" not in os.environ
@@ -130,7 +130,7 @@ def test_drive_keeps_results_runs_and_data_in_one_folder_in_colab_only(tmp_path,
 
     _fake_colab(monkeypatch, tmp_path)
     wk = ch.WeekRun(week=4, dataset="breastmnist", student="alice", drive=None)
-    base = tmp_path / "content" / "drive" / "MyDrive" / ch.DRIVE_FOLDER
+    base = tmp_path / "content" / "drive" / "MyDrive" / environment.DRIVE_FOLDER
     assert wk.drive == base and wk.results_root == base / "results" and wk.root == base
     assert wk.runs == base / "runs" / "week4" / "breastmnist" / "alice"
     assert os.environ["MEDMNIST_ROOT"] == str(base / "medmnist") and (base / "medmnist").is_dir()

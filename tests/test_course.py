@@ -13,6 +13,7 @@ import torch
 from medssl.course import aggregate, check, cli, config, runner
 from medssl.course import manifest as M
 from medssl.course import notebook as ch
+from medssl.course.environment import SMOKE_TRAIN_IMAGES
 from medssl.errors import ConfigError, OutputExistsError
 from medssl.metrics import classification_metrics
 from medssl.registry import get_spec
@@ -381,7 +382,7 @@ def test_week_run_trains_once_and_checks_its_folder(tmp_path, synth_root, monkey
     wk = ch.WeekRun(week=1, dataset="synthetic", student="alice", results_root=tmp_path / "results", smoke=True)
     res = wk.train("baseline", model="smallcnn")
     # smoke mode: SMOKE_TRAIN_IMAGES = 200 of the 400 synthetic training images, 1 epoch
-    assert res["n_train_labels"] == ch.SMOKE_TRAIN_IMAGES == 200 and res["config"]["epochs"] == 1
+    assert res["n_train_labels"] == SMOKE_TRAIN_IMAGES == 200 and res["config"]["epochs"] == 1
     assert res["config"]["label_frac"] == pytest.approx(0.5)
     again = wk.train("baseline", model="smallcnn")
     assert "reusing the finished run" in capsys.readouterr().out and again["auroc"] == res["auroc"]

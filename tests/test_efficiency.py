@@ -128,7 +128,7 @@ def test_grid_cli_arguments(tmp_path):
 def test_both_label_fraction_figures_share_the_log_percent_axis():
     import pandas as pd
 
-    from medssl.course.notebook import fraction_figure
+    from medssl.course.lessons import fraction_figure
     from medssl.efficiency import label_efficiency_plot
 
     rows = [{"method": m, "fraction": f, "auroc": 0.7 + f / 10}

@@ -8,7 +8,7 @@ import yaml
 
 from medssl.course import manifest as M
 from medssl.course.check import check_references, check_tree
-from medssl.course.notebook import write_reference_stub
+from medssl.course.tasks import write_reference_stub
 
 FORMS = Path(__file__).resolve().parents[1] / ".github" / "ISSUE_TEMPLATE"
 

@@ -54,7 +54,7 @@ def test_threshold_plot_marks_chosen_points_at_their_validation_rates():
 
 
 def test_error_taxonomy_statistics_match_a_hand_computation():
-    from medssl.course.notebook import error_taxonomy_table, grouped_error_gallery, outcome_groups
+    from medssl.course.lessons import error_taxonomy_table, grouped_error_gallery, outcome_groups
 
     # four 1x2x2 images, one per outcome at threshold 0.5
     images = np.array([[[[0, 255], [255, 255]]],      # TP (y=1, s=0.9): mean .75

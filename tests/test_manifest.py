@@ -201,7 +201,7 @@ def test_notebooks_write_only_declared_files(week):
 
 
 def test_task_board_is_generated_from_the_manifest():
-    from medssl.course.notebook import task_board_markdown
+    from medssl.course.tasks import task_board_markdown
 
     board = (REPO / "reports" / "task_board_week5_7.md").read_text()
     assert board == task_board_markdown(), "regenerate reports/task_board_week5_7.md from the manifest"

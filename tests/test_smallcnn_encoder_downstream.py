@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 
 from medssl.course import notebook as ch
+from medssl.course.week_jobs import _buildable_stem
 from medssl.errors import ConfigError
 from medssl.models import read_encoder
 from medssl.probe import DownstreamConfig
@@ -43,9 +44,9 @@ def test_week5_supervised_comparison_builds_from_a_smallcnn_encoder(synth_root, 
 
 def test_a_recorded_n_a_stem_is_only_taken_for_smallcnn():
     assert DownstreamConfig("synthetic", backbone="smallcnn", stem="n/a").arch() == ("smallcnn", "auto")
-    assert ch._buildable_stem({"model": "smallcnn", "stem": "n/a"}, "model")["stem"] == "auto"
+    assert _buildable_stem({"model": "smallcnn", "stem": "n/a"}, "model")["stem"] == "auto"
     # a ResNet has a stem choice: "n/a" there is a mismatch, reported by build_model rather than guessed
-    assert ch._buildable_stem({"model": "resnet18", "stem": "n/a"}, "model")["stem"] == "n/a"
+    assert _buildable_stem({"model": "resnet18", "stem": "n/a"}, "model")["stem"] == "n/a"
     from medssl.models import build_model
 
     with pytest.raises(ConfigError, match="stem"):
