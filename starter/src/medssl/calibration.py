@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from sklearn.metrics import roc_auc_score
 
 from .errors import ConfigError
 
@@ -33,7 +34,7 @@ def positive_probability(probs: np.ndarray, positive_class: int) -> np.ndarray:
     Never ``1 - p1``: in floating point that subtraction rounds to the spacing of numbers near 1, so
     distinct small probabilities (``p1`` = 1e-17 and 1e-18, or two values an ulp apart) become one
     value and their ranking is lost. (The binary AUROC does not need this column at all; see
-    :func:`medssl.metrics.auroc`.)
+    :func:`auroc`.)
     """
     probs = np.asarray(probs, dtype=np.float64)
     if probs.ndim != 2 or probs.shape[1] != 2 or positive_class not in (0, 1):
@@ -170,6 +171,33 @@ def nll_from_logits(logits: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(log_norm - z[np.arange(len(labels)), labels]))
 
 
+# ------------------------------------------------------------------ ranking, reported next to calibration
+def auroc(labels: np.ndarray, probs: np.ndarray, positive_class: int | None = None) -> float:
+    """Binary: AUROC of P(positive). Multi-class: macro one-vs-rest AUROC (nan if a class is absent).
+
+    A binary AUROC does not depend on which class is called positive: ranking cases by P(class 0)
+    against "is class 0" is ranking them by P(class 1) against "is class 1", read backwards. So it is
+    computed as medmnist's ``getAUC`` computes it, on the class-1 column against label 1, and agrees
+    with the official evaluator to the last bit, tied scores included. (Ranking by ``1 - p1`` or by a
+    separately rounded ``p0`` does not: either merges or splits scores that ``p1`` keeps apart.)
+    ``positive_class`` is accepted for symmetry with the other metrics; it cannot change a binary AUROC.
+
+    AUROC measures ranking, not calibration: it lives here because :func:`calibration_metrics` reports it
+    (temperature scaling must leave it as it was), and :mod:`medssl.metrics` builds on this module.
+    """
+    labels = np.asarray(labels)
+    probs = np.asarray(probs, dtype=np.float64)
+    k = probs.shape[1]
+    if k == 2:
+        y = (labels == 1).astype(int)
+        if y.min() == y.max():
+            return float("nan")
+        return float(roc_auc_score(y, probs[:, 1]))
+    if len(np.unique(labels)) < k:
+        return float("nan")
+    return float(roc_auc_score(labels, probs, multi_class="ovr", average="macro", labels=np.arange(k)))
+
+
 def calibration_metrics(probs: np.ndarray, labels: np.ndarray, positive_class: int | None = None,
                         n_bins: int = 15) -> dict:
     """Accuracy, AUROC and every calibration score of one set of probabilities, in one dict.
@@ -181,8 +209,6 @@ def calibration_metrics(probs: np.ndarray, labels: np.ndarray, positive_class: i
     temperature cannot fix if the validation split does not show the same bias.
     Which probability is judged follows the module rule (binary: P(positive); multi-class: top label).
     """
-    from .metrics import auroc  # metrics imports this module; import here to avoid a cycle
-
     probs, labels = _probs_and_labels(probs, labels)
     pos = positive_class if probs.shape[1] == 2 else None
     conf, outcome = confidence_and_outcome(probs, labels, pos)
@@ -318,12 +344,11 @@ def temperature_scaling_table(result: dict) -> str:
 def temperature_scaling_report(val_logits: np.ndarray, val_labels: np.ndarray, test_logits: np.ndarray,
                                test_labels: np.ndarray, spec=None, n_bins: int = 15, out_dir=None,
                                prefix: str = "P1_") -> dict:
-    """Fit T on validation, compare test calibration before/after; optionally write the P1 files.
+    """Fit T on validation, compare test calibration before/after; returns the numbers as a dict.
 
     ``spec`` (a :class:`medssl.registry.DatasetSpec` or a dataset key) says which class is
-    positive. With ``out_dir``: ``P1_temp_scaling_table.md``, ``P1_temp_scaling.json``,
-    ``P1_reliability_before.png``, ``P1_reliability_after.png`` and both on one figure,
-    ``P1_reliability_before_after.png``. Returns the numbers as a dict.
+    positive. ``result["table_md"]`` is the ``P1_temp_scaling_table.md`` text; the P1 files
+    (with the reliability diagrams) are written by :func:`medssl.decisions.write_temperature_scaling`.
     """
     from .registry import get_spec
 
@@ -344,23 +369,8 @@ def temperature_scaling_report(val_logits: np.ndarray, val_labels: np.ndarray, t
         "after": calibration_metrics(p_after, test_labels, pos, n_bins),
     }
     result["table_md"] = temperature_scaling_table(result)
-    if out_dir is not None:
-        from pathlib import Path
+    if out_dir is not None:  # temporary: notebooks/ still ask for the files here; removed when they are rebuilt
+        from .decisions import write_temperature_scaling
 
-        from .plots import reliability_diagram
-        from .utils import save_figure, write_json, write_text
-
-        out = Path(out_dir)
-        name = spec.positive_name if spec is not None else None
-        what = f"{result['dataset']} test"
-        write_text(out / f"{prefix}temp_scaling_table.md", result["table_md"])
-        write_json(out / f"{prefix}temp_scaling.json", {k_: v for k_, v in result.items() if k_ != "table_md"})
-        save_figure(reliability_diagram(p_before, test_labels, pos, n_bins, f"{what}: before (T=1)", name),
-                    out / f"{prefix}reliability_before.png")
-        save_figure(reliability_diagram(p_after, test_labels, pos, n_bins,
-                                        f"{what}: after (T={ts.temperature:.3f})", name),
-                    out / f"{prefix}reliability_after.png")
-        save_figure(reliability_diagram({"before (T=1)": p_before, f"after (T={ts.temperature:.3f})": p_after},
-                                        test_labels, pos, n_bins, f"{what}: temperature scaling", name),
-                    out / f"{prefix}reliability_before_after.png")
+        write_temperature_scaling(result, test_logits, test_labels, out_dir, prefix)
     return result

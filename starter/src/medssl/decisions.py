@@ -486,6 +486,33 @@ def claim_out_dir(out: str | os.PathLike, summary_name: str, overwrite: bool = F
     return out
 
 
+# ------------------------------------------------------------------ the temperature-scaling files (task P1)
+def write_temperature_scaling(result: Mapping, test_logits: np.ndarray, test_labels: np.ndarray,
+                              out_dir: str | os.PathLike, prefix: str = "P1_") -> list[str]:
+    """The files of a :func:`medssl.calibration.temperature_scaling_report` result; returns their names.
+
+    ``P1_temp_scaling_table.md``, ``P1_temp_scaling.json``, the test split's reliability diagrams before and
+    after scaling (``P1_reliability_before.png``, ``P1_reliability_after.png``) and both on one figure
+    (``P1_reliability_before_after.png``). ``test_logits`` / ``test_labels`` are the ones the report used.
+    """
+    from .plots import reliability_diagram
+
+    out = Path(out_dir)
+    t, pos, name, n_bins = result["temperature"], result["positive_class"], result["positive_label"], result["n_bins"]
+    p_before, p_after = softmax(test_logits), softmax(np.asarray(test_logits, dtype=np.float64) / t)
+    what = f"{result['dataset']} test"
+    files = [f"{prefix}temp_scaling_table.md", f"{prefix}temp_scaling.json"]
+    write_text(out / files[0], result["table_md"])
+    write_json(out / files[1], {k: v for k, v in result.items() if k != "table_md"})
+    for stem, probs, title in (("before", p_before, f"{what}: before (T=1)"),
+                               ("after", p_after, f"{what}: after (T={t:.3f})"),
+                               ("before_after", {"before (T=1)": p_before, f"after (T={t:.3f})": p_after},
+                                f"{what}: temperature scaling")):
+        files.append(f"{prefix}reliability_{stem}.png")
+        save_figure(reliability_diagram(probs, test_labels, pos, n_bins, title, name), out / files[-1])
+    return files
+
+
 # ------------------------------------------------------------------ the whole Week-7 analysis
 def analyse_predictions(val_logits: np.ndarray, val_labels: np.ndarray, test_logits: np.ndarray,
                         test_labels: np.ndarray, spec: DatasetSpec | str, out_dir: str | os.PathLike,
@@ -523,9 +550,8 @@ def analyse_predictions(val_logits: np.ndarray, val_labels: np.ndarray, test_log
         save_figure(fig, out / name)
         files.append(name)
 
-    cal = temperature_scaling_report(val_logits, val_labels, test_logits, test_labels, spec, n_bins, out)
-    files += ["P1_temp_scaling_table.md", "P1_temp_scaling.json", "P1_reliability_before.png",
-              "P1_reliability_after.png", "P1_reliability_before_after.png"]
+    cal = temperature_scaling_report(val_logits, val_labels, test_logits, test_labels, spec, n_bins)
+    files += write_temperature_scaling(cal, test_logits, test_labels, out)
     p_val, p_test = softmax(val_logits), softmax(test_logits)
     report: dict = {"dataset": spec.key, "source": source, "positive_class": spec.positive_class,
                     "positive_label": spec.positive_name, "n_val": len(val_labels), "n_test": len(test_labels),

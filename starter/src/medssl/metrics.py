@@ -3,42 +3,20 @@
 ``classification_metrics`` is what every run writes into its metrics JSON.
 Accuracy is the arg-max accuracy (for two classes: p(class 1) > 0.5) and
 AUROC is computed as medmnist's ``Evaluator`` does, so numbers compare with
-the MedMNIST v2 benchmark tables.
+the MedMNIST v2 benchmark tables (:func:`auroc`, defined in :mod:`medssl.calibration`,
+which reports it next to the calibration scores; this module builds on that one).
 """
 
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_score, recall_score, roc_auc_score
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_score, recall_score
 
-from .calibration import expected_calibration_error
+from .calibration import auroc, expected_calibration_error
 from .registry import DatasetSpec
 
 # The keys every metrics JSON carries (checked by the submission checker and the tests).
 CORE_METRIC_KEYS = ("acc", "auroc", "ece", "f1_macro", "precision", "recall", "confusion_matrix", "n_per_class")
-
-
-def auroc(labels: np.ndarray, probs: np.ndarray, positive_class: int | None = None) -> float:
-    """Binary: AUROC of P(positive). Multi-class: macro one-vs-rest AUROC (nan if a class is absent).
-
-    A binary AUROC does not depend on which class is called positive: ranking cases by P(class 0)
-    against "is class 0" is ranking them by P(class 1) against "is class 1", read backwards. So it is
-    computed as medmnist's ``getAUC`` computes it, on the class-1 column against label 1, and agrees
-    with the official evaluator to the last bit, tied scores included. (Ranking by ``1 - p1`` or by a
-    separately rounded ``p0`` does not: either merges or splits scores that ``p1`` keeps apart.)
-    ``positive_class`` is accepted for symmetry with the other metrics; it cannot change a binary AUROC.
-    """
-    labels = np.asarray(labels)
-    probs = np.asarray(probs, dtype=np.float64)
-    k = probs.shape[1]
-    if k == 2:
-        y = (labels == 1).astype(int)
-        if y.min() == y.max():
-            return float("nan")
-        return float(roc_auc_score(y, probs[:, 1]))
-    if len(np.unique(labels)) < k:
-        return float("nan")
-    return float(roc_auc_score(labels, probs, multi_class="ovr", average="macro", labels=np.arange(k)))
 
 
 def classification_metrics(labels: np.ndarray, probs: np.ndarray, spec: DatasetSpec | None = None,
