@@ -437,7 +437,7 @@ def file_spec(week: int, name: str) -> FileSpec:
                 return f
     raise ConfigError(
         f"'{name}' is not a Week {week} deliverable. Week {week} files: {', '.join(sorted(allowed_names(week)))}. "
-        "Add new deliverables to medssl/manifest.py first, so the checker knows about them.")
+        "Add new deliverables to medssl/course/manifest.py first, so the checker knows about them.")
 
 
 def results_dir(results_root, week: int, dataset: str | None = None, student: str | None = None):
