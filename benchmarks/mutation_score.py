@@ -41,10 +41,11 @@ REPO = Path(__file__).resolve().parents[1]
 UNIT_TESTS = {
     "calibration": ("test_calibration.py", "test_ties.py", "test_known_answers.py"),
     "metrics": ("test_metrics.py", "test_ties.py", "test_known_answers.py", "test_multiclass.py"),
-    "ssl": ("test_ssl.py", "test_moco_reference.py", "test_nt_xent_batch_size.py"),
+    "ssl": ("test_ssl.py", "test_moco_reference.py", "test_nt_xent_batch_size.py", "test_ssl_contracts.py",
+            "test_fake_cuda.py"),
     "decisions": ("test_decisions.py", "test_ties.py", "test_known_answers.py", "test_selection_invariance.py"),
     "probe": ("test_probe.py", "test_selection_invariance.py", "test_smallcnn_encoder_downstream.py"),
-    "recipes": ("test_recipes.py", "test_known_answers.py"),
+    "recipes": ("test_recipes.py", "test_known_answers.py", "test_fake_cuda.py"),
     "data": ("test_data.py", "test_data_skip_guards.py", "test_label_fractions.py"),
 }
 MODULES = tuple(UNIT_TESTS)

@@ -1,0 +1,155 @@
+"""The documented contract of the SSL module: defaults, settings that must reach the loss, edge values that are
+allowed, MoCo's "only a training step changes the model", and error messages that say what was wrong."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from medssl.augment import AugSpec
+from medssl.data import MedMNISTDataset, load_split
+from medssl.errors import ConfigError
+from medssl.models import build_model
+from medssl.ssl import MoCo, ProjectionHead, SimCLR, SSLDataset, build_ssl_model, info_nce_loss, nt_xent_loss
+
+
+def _pair(b=6, d=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(b, d, generator=g), torch.randn(b, d, generator=g)
+
+
+# ------------------------------------------------------------------ defaults that the docs and CLIs promise
+def test_loss_defaults_are_tau_0_2():
+    z1, z2 = _pair()
+    assert nt_xent_loss(z1, z2).item() == nt_xent_loss(z1, z2, 0.2).item()
+    assert nt_xent_loss(z1, z2).item() != pytest.approx(nt_xent_loss(z1, z2, 1.2).item())
+    queue = torch.randn(10, 8, generator=torch.Generator().manual_seed(1))
+    assert info_nce_loss(z1, z2, queue).item() == info_nce_loss(z1, z2, queue, 0.2).item()
+    assert info_nce_loss(z1, z2, queue).item() != pytest.approx(info_nce_loss(z1, z2, queue, 1.2).item())
+
+
+def test_model_defaults():
+    c = build_model("smallcnn", 2, 1)
+    s = SimCLR(c.encoder, c.feature_dim)
+    assert (s.tau, s.head.out_dim) == (0.2, 128)
+    m = MoCo(c.encoder, c.feature_dim)
+    assert (m.tau, m.queue_size, m.momentum, m.symmetric) == (0.2, 4096, 0.99, True)
+    assert m.head.out_dim == 128 and tuple(m.queue.shape) == (4096, 128)
+    b = build_ssl_model("moco", c.encoder, c.feature_dim)
+    assert (b.tau, b.queue_size, b.momentum, b.head.out_dim) == (0.2, 4096, 0.99, 128)
+    b = build_ssl_model("simclr", c.encoder, c.feature_dim)
+    assert (b.tau, b.head.out_dim) == (0.2, 128)
+
+
+def test_settings_reach_the_heads():
+    c = build_model("smallcnn", 2, 1)
+    for model in (SimCLR(c.encoder, c.feature_dim, proj_dim=16, hidden_dim=24),
+                  MoCo(c.encoder, c.feature_dim, proj_dim=16, hidden_dim=24, queue_size=8)):
+        assert model.head.config() == {"in_dim": c.feature_dim, "hidden_dim": 24, "out_dim": 16, "batch_norm": True}
+    head = ProjectionHead(10, out_dim=4, batch_norm=False)
+    assert head.config() == {"in_dim": 10, "hidden_dim": 10, "out_dim": 4, "batch_norm": False}
+    assert not any(isinstance(m, torch.nn.BatchNorm1d) for m in head.modules())
+
+
+def test_simclr_uses_its_own_temperature():
+    torch.manual_seed(0)
+    c = build_model("smallcnn", 2, 1)
+    m = SimCLR(c.encoder, c.feature_dim, proj_dim=8, tau=0.7).eval()
+    x1, x2 = torch.rand(4, 1, 28, 28), torch.rand(4, 1, 28, 28)
+    with torch.no_grad():
+        z = m.head(m.encoder(torch.cat([x1, x2])))
+        assert m(x1, x2).item() == pytest.approx(nt_xent_loss(z[:4], z[4:], 0.7).item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_moco_uses_its_own_temperature(symmetric):
+    torch.manual_seed(0)
+    c = build_model("smallcnn", 2, 1)
+    m = MoCo(c.encoder, c.feature_dim, proj_dim=8, tau=0.7, queue_size=16, symmetric=symmetric).eval()
+    x1, x2 = torch.rand(4, 1, 28, 28), torch.rand(4, 1, 28, 28)
+    with torch.no_grad():
+        if symmetric:
+            q = m.head(m.encoder(torch.cat([x1, x2])))
+            k = m.key_head(m.key_encoder(torch.cat([x2, x1])))
+            want = 0.5 * (info_nce_loss(q[:4], k[:4], m.queue, 0.7) + info_nce_loss(q[4:], k[4:], m.queue, 0.7))
+        else:
+            want = info_nce_loss(m.head(m.encoder(x1)), m.key_head(m.key_encoder(x2)), m.queue, 0.7)
+        assert m(x1, x2).item() == pytest.approx(want.item(), rel=1e-5)
+
+
+def test_moco_initial_queue_holds_unit_vectors():
+    c = build_model("smallcnn", 2, 1)
+    m = MoCo(c.encoder, c.feature_dim, proj_dim=8, queue_size=32)
+    assert torch.allclose(m.queue.norm(dim=1), torch.ones(32), atol=1e-6)
+
+
+# ------------------------------------------------------------------ edge values that are allowed
+def test_moco_edge_settings_that_are_allowed():
+    c = build_model("smallcnn", 2, 1)
+    assert MoCo(c.encoder, c.feature_dim, queue_size=1).queue_size == 1     # the smallest queue
+    assert MoCo(c.encoder, c.feature_dim, momentum=0.0).momentum == 0.0      # key encoder = query encoder
+    for bad in (0.0, -0.1):
+        with pytest.raises(ConfigError, match=f"--tau must be > 0, got {bad}"):
+            MoCo(c.encoder, c.feature_dim, tau=bad)
+        with pytest.raises(ConfigError, match=f"--tau must be > 0, got {bad}"):
+            SimCLR(c.encoder, c.feature_dim, tau=bad)
+
+
+# ------------------------------------------------------------------ MoCo: only a training step changes the model
+@pytest.mark.parametrize("mode", ["train-no-grad", "eval-with-grad"])
+def test_moco_changes_nothing_outside_a_training_step(mode):
+    torch.manual_seed(0)
+    c = build_model("smallcnn", 2, 1)
+    m = MoCo(c.encoder, c.feature_dim, proj_dim=8, queue_size=16, momentum=0.5)
+    with torch.no_grad():  # make the key encoder differ from the query encoder, so an EMA step would show
+        for p in m.key_parameters():
+            p.add_(0.1)
+    keys_before = [p.clone() for p in m.key_parameters()]
+    queue_before, ptr_before = m.queue.clone(), int(m.queue_ptr)
+    x1, x2 = torch.rand(4, 1, 28, 28), torch.rand(4, 1, 28, 28)
+    if mode == "train-no-grad":
+        m.train()
+        with torch.no_grad():
+            m(x1, x2)
+    else:
+        m.eval()
+        m(x1, x2)
+    assert torch.equal(m.queue, queue_before) and int(m.queue_ptr) == ptr_before
+    assert all(torch.equal(a, b) for a, b in zip(m.key_parameters(), keys_before))
+
+
+# ------------------------------------------------------------------ messages that say what was wrong
+def test_loss_errors_name_the_shapes():
+    with pytest.raises(ConfigError, match=r"got B = 1; drop or skip a last batch"):
+        nt_xent_loss(torch.randn(1, 8), torch.randn(1, 8))
+    q, k = torch.randn(4, 8), torch.randn(4, 8)
+    cases = [(q, torch.randn(5, 8), torch.randn(10, 8), r"\(4, 8\), \(5, 8\), \(10, 8\)"),    # q, k differ
+             (q, k, torch.randn(10, 8, 1), r"\(4, 8\), \(4, 8\), \(10, 8, 1\)"),               # queue not 2-D
+             (q, k, torch.randn(10, 7), r"\(4, 8\), \(4, 8\), \(10, 7\)"),                     # wrong D
+             (torch.randn(4, 8, 1), torch.randn(4, 8, 1), torch.randn(10, 8), r"\(4, 8, 1\)")]  # q not 2-D
+    for qq, kk, queue, shapes in cases:
+        with pytest.raises(ConfigError, match=r"info_nce_loss needs q, k of shape \(B, D\) and a queue \(K, D\); got "
+                           + shapes):
+            info_nce_loss(qq, kk, queue)
+
+
+# ------------------------------------------------------------------ SSLDataset inputs
+def test_ssl_dataset_accepts_a_medmnist_dataset_and_a_plain_transform(synth_root):
+    data = load_split("synthetic", "train", root=synth_root)
+    wrapped = SSLDataset(MedMNISTDataset(data), lambda x: x)  # a plain callable is used as it is
+    assert wrapped.data is data
+    v1, v2 = wrapped[3]
+    assert torch.equal(v1, v2) and v1.dtype == torch.float32
+    assert torch.allclose(v1, torch.from_numpy(data.images[3]).float() / 127.5 - 1.0, atol=1e-6)
+    assert torch.allclose(SSLDataset(data, AugSpec("none"))[3][0], v1, atol=1e-5)  # an AugSpec becomes its transform
+    with pytest.raises(ConfigError, match=r"SSLDataset wraps a SplitData or a MedMNISTDataset \(see medssl.data\)"):
+        SSLDataset(np.zeros((2, 1, 28, 28)), lambda x: x)
+
+
+def test_chance_levels():
+    c = build_model("smallcnn", 2, 1)
+    assert SimCLR(c.encoder, c.feature_dim).chance_loss(128) == pytest.approx(math.log(255))
+    assert MoCo(c.encoder, c.feature_dim, queue_size=100).chance_loss(128) == pytest.approx(math.log(101))
