@@ -12,6 +12,11 @@ before training starts, so nothing can read them). Outputs in ``--out``:
 * ``ssl_log.jsonl`` -- one line per epoch (loss, lr, seconds);
 * ``ssl_loss_curve.png`` -- loss against epoch, with the "learned nothing" level.
 
+From Python, ``run(cfg, out, components=SSLComponents(...))`` trains with a notebook's
+own two-view function, projection head, loss or forward step in place of the
+library's (the library still drives the loop, devices and mixed precision);
+``ssl_config.json`` records under ``components`` which pieces were replaced.
+
 If the loss becomes NaN or infinite the run stops with a message; the files
 of the last finished epoch stay as they are.
 """
@@ -36,7 +41,15 @@ from .data import SplitData, TensorSplit, ensure_file, file_md5, load_split
 from .errors import ConfigError, MedSSLError
 from .models import MODELS, build_model, count_parameters, save_encoder
 from .registry import get_spec
-from .ssl import METHODS, SSLDataset, build_ssl_model, num_two_view_batches, two_view_batches
+from .ssl import (
+    METHODS,
+    SSLComponents,
+    SSLDataset,
+    build_ssl_model,
+    head_config,
+    num_two_view_batches,
+    two_view_batches,
+)
 from .train import LossTracker, cosine_schedule
 from .utils import (
     append_jsonl,
@@ -207,9 +220,15 @@ def ssl_train_epoch(model: nn.Module, batches, n_steps: int, optimizer: torch.op
     return mean, tracker.count, bad
 
 
-def run(cfg: SSLConfig, out: str | Path, overwrite: bool = False) -> dict:
-    """The whole pretraining job; returns what is written to ``ssl_config.json``."""
+def run(cfg: SSLConfig, out: str | Path, overwrite: bool = False, components: SSLComponents | None = None) -> dict:
+    """The whole pretraining job; returns what is written to ``ssl_config.json``.
+
+    ``components`` replaces pieces of SimCLR-lite with your own (see :class:`medssl.ssl.SSLComponents`).
+    """
     cfg.validate()
+    parts = components or SSLComponents()
+    if parts.views is not None and cfg.loader != "tensor":
+        raise ConfigError("custom two-view batches need --loader tensor (they work on whole batches).")
     t_start = time.perf_counter()
     spec = get_spec(cfg.dataset)
     out = prepare_out_dir(out, overwrite)
@@ -225,7 +244,7 @@ def run(cfg: SSLConfig, out: str | Path, overwrite: bool = False) -> dict:
     classifier = build_model(cfg.backbone, spec.n_classes, spec.n_channels, input_size=cfg.size, stem=cfg.stem)
     model = build_ssl_model(cfg.method, classifier.encoder, classifier.feature_dim, proj_dim=cfg.proj_dim,
                             hidden_dim=cfg.hidden_dim, tau=cfg.tau, queue_size=queue_size or 1,
-                            momentum=cfg.momentum)
+                            momentum=cfg.momentum, components=parts)
     accel.to_device(model, device)
     optimizer = _optimizer([p for p in model.parameters() if p.requires_grad], cfg)
     scaler = accel.grad_scaler(device, cfg.precision)
@@ -255,7 +274,7 @@ def run(cfg: SSLConfig, out: str | Path, overwrite: bool = False) -> dict:
                       "scheduler": f"{cfg.scheduler} (per step)"},
         "encoder": {**{k: classifier.meta[k] for k in ("arch", "stem", "in_channels", "input_size")},
                     "feature_dim": classifier.feature_dim, "n_parameters": count_parameters(classifier.encoder)},
-        "proj_head": model.head.config(),
+        "proj_head": head_config(model.head), "components": parts.describe(),
         "data": {"file": data_file.name, "md5": file_md5(data_file), "synthetic": spec.synthetic, "split": "train"},
         "versions": {"medssl": __version__, "torch": torch.__version__, "python": platform.python_version()},
         "files": {"encoder": "ssl_encoder.pt", "proj_head": "ssl_proj_head.pt", "log": "ssl_log.jsonl",
@@ -270,7 +289,7 @@ def run(cfg: SSLConfig, out: str | Path, overwrite: bool = False) -> dict:
         extra = {"ssl_method": cfg.method, "dataset": spec.key, "epoch": epoch, "loss": loss, "seed": cfg.seed,
                  "augmentations": aug.describe()}
         save_encoder(classifier, out / "ssl_encoder.pt", extra=extra)
-        save_torch({"format": PROJ_HEAD_FORMAT, "method": cfg.method, **model.head.config(),
+        save_torch({"format": PROJ_HEAD_FORMAT, "method": cfg.method, **head_config(model.head),
                     "state_dict": model.head.state_dict(), "epoch": epoch}, out / "ssl_proj_head.pt")
 
     def finish(status: str, history: list[dict]) -> dict:
@@ -285,7 +304,7 @@ def run(cfg: SSLConfig, out: str | Path, overwrite: bool = False) -> dict:
     for epoch in range(1, cfg.epochs + 1):
         t0 = time.perf_counter()
         if cfg.loader == "tensor":
-            batches = two_view_batches(tsplit, cfg.batch_size, aug, shuffle_gen, aug_gen)
+            batches = two_view_batches(tsplit, cfg.batch_size, aug, shuffle_gen, aug_gen, views=parts.views)
         else:
             batches = torch.utils.data.DataLoader(ds, batch_size=cfg.batch_size, shuffle=True, generator=shuffle_gen,
                                                   num_workers=0, drop_last=len(ds) % cfg.batch_size == 1)

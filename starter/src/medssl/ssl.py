@@ -12,7 +12,11 @@ The pieces, in the order the course introduces them:
 * Two ways to get two augmented views of every image: :class:`SSLDataset`
   (readable, one image at a time, for a ``DataLoader``) and
   :func:`two_view_batches` (the whole split on the device, each view made by
-  :class:`medssl.augment.BatchAugment` for a whole batch at once; the default).
+  :class:`medssl.augment.BatchAugment` for a whole batch at once, see
+  :func:`two_views`; the default).
+* :class:`SSLComponents` -- your own two views, head, loss or forward step in
+  place of these (Week 4's notebook passes the student's; the library still
+  drives the training loop).
 
 Labels are never used here: SSL treats the training split as unlabelled images.
 """
@@ -21,7 +25,8 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -131,27 +136,47 @@ class SimCLR(nn.Module):
 
     Both views go through the encoder in one forward pass (a batch of 2B), so
     BatchNorm sees both views together, as in the SimCLR paper's code.
+
+    ``head``, ``loss_fn`` and ``step`` replace the library's pieces (a notebook's own
+    projection head, NT-Xent and forward step; see :class:`SSLComponents`). A
+    replacement loss is computed in float32 even under mixed precision, like
+    :func:`nt_xent_loss`.
     """
 
     method = "simclr"
 
     def __init__(self, encoder: nn.Module, feature_dim: int, proj_dim: int = 128, hidden_dim: int | None = None,
-                 tau: float = 0.2):
+                 tau: float = 0.2, head: nn.Module | None = None, loss_fn: Callable | None = None,
+                 step: Callable | None = None):
         super().__init__()
         if not tau > 0:
             raise ConfigError(f"--tau must be > 0, got {tau}.")
         self.encoder = encoder
-        self.head = ProjectionHead(feature_dim, hidden_dim, proj_dim)
+        self.head = head if head is not None else ProjectionHead(feature_dim, hidden_dim, proj_dim)
+        self.loss_fn = nt_xent_loss if loss_fn is None else _in_float32(loss_fn)
+        self.step = step
         self.tau = tau
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+        if self.step is not None:
+            return self.step(self.encoder, self.head, self.loss_fn, x1, x2, self.tau)
         z = self.head(self.encoder(torch.cat([x1, x2], dim=0)))
         z1, z2 = z.chunk(2, dim=0)
-        return nt_xent_loss(z1, z2, self.tau)
+        return self.loss_fn(z1, z2, self.tau)
 
     def chance_loss(self, batch_size: int) -> float:
         """The loss of an encoder that has learned nothing: log(2B - 1)."""
         return math.log(2 * batch_size - 1)
+
+
+def _in_float32(loss_fn: Callable) -> Callable:
+    """``loss_fn(z1, z2, tau)`` called on float32 inputs with autocast off (similarities / tau need float32)."""
+    def loss(z1: torch.Tensor, z2: torch.Tensor, tau: float) -> torch.Tensor:
+        with _full_precision(z1.device):
+            return loss_fn(z1.float(), z2.float(), tau)
+
+    loss.__name__ = getattr(loss_fn, "__name__", type(loss_fn).__name__)
+    return loss
 
 
 class MoCo(nn.Module):
@@ -253,12 +278,58 @@ class MoCo(nn.Module):
         return math.log(self.queue_size + 1)
 
 
+@dataclass
+class SSLComponents:
+    """Replacements for pieces of SimCLR-lite pretraining (e.g. a notebook's own); ``None`` keeps the library's.
+
+    The library still drives the loop: batches, device moves, mixed precision, optimizer and schedule.
+
+    * ``views(x, augment, generator) -> (v1, v2)``: two normalised views of a uint8 batch ``x`` (B, C, H, W),
+      made with the library's batched ``augment`` (as :func:`two_views`);
+    * ``head(feature_dim) -> nn.Module``: builds the projection head (as :class:`ProjectionHead`);
+    * ``loss(z1, z2, tau) -> scalar``: the contrastive loss (as :func:`nt_xent_loss`);
+    * ``step(encoder, head, loss, v1, v2, tau) -> scalar``: one forward pass from two views to the loss
+      (as :meth:`SimCLR.forward`).
+
+    MoCo-lite takes ``views`` only.
+    """
+
+    views: Callable | None = None
+    head: Callable[[int], nn.Module] | None = None
+    loss: Callable | None = None
+    step: Callable | None = None
+
+    def describe(self) -> dict[str, str]:
+        """``{"views": "library" | "custom (<name>)", ...}`` for the run's config."""
+        def name(f) -> str:
+            return getattr(f, "__name__", None) or type(f).__name__
+
+        return {k: "library" if f is None else f"custom ({name(f)})"
+                for k, f in (("views", self.views), ("head", self.head), ("loss", self.loss), ("step", self.step))}
+
+
+def head_config(head: nn.Module) -> dict:
+    """``ProjectionHead.config()``, or for another head module its class, sizes and parameter count."""
+    if isinstance(head, ProjectionHead):
+        return head.config()
+    linears = [m for m in head.modules() if isinstance(m, nn.Linear)]
+    return {"class": type(head).__name__, "in_dim": linears[0].in_features if linears else None,
+            "out_dim": linears[-1].out_features if linears else None,
+            "n_parameters": sum(p.numel() for p in head.parameters())}
+
+
 def build_ssl_model(method: str, encoder: nn.Module, feature_dim: int, *, proj_dim: int = 128,
                     hidden_dim: int | None = None, tau: float = 0.2, queue_size: int = 4096,
-                    momentum: float = 0.99) -> SimCLR | MoCo:
+                    momentum: float = 0.99, components: SSLComponents | None = None) -> SimCLR | MoCo:
+    parts = components or SSLComponents()
     if method == "simclr":
-        return SimCLR(encoder, feature_dim, proj_dim, hidden_dim, tau)
+        head = parts.head(feature_dim) if parts.head is not None else None
+        return SimCLR(encoder, feature_dim, proj_dim, hidden_dim, tau, head=head, loss_fn=parts.loss, step=parts.step)
     if method == "moco":
+        other = [k for k in ("head", "loss", "step") if getattr(parts, k) is not None]
+        if other:
+            raise ConfigError(f"MoCo-lite takes custom two-view batches only, not a custom {other[0]} "
+                              "(use --method simclr).")
         return MoCo(encoder, feature_dim, proj_dim, hidden_dim, tau, queue_size, momentum)
     raise ConfigError(f"--method must be one of {', '.join(METHODS)}, got {method!r}.")
 
@@ -287,20 +358,28 @@ class SSLDataset(Dataset):
         return to_float(self.transform(x)), to_float(self.transform(x))
 
 
+def two_views(x: torch.Tensor, augment: Callable, generator: torch.Generator | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two independently augmented, normalised views of a uint8 batch (B, C, H, W), augmented where it lies."""
+    return to_float(augment(x, generator)), to_float(augment(x, generator))
+
+
 def two_view_batches(split: TensorSplit, batch_size: int, augment: BatchAugment | AugSpec,
-                     shuffle_gen: torch.Generator | None = None,
-                     aug_gen: torch.Generator | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+                     shuffle_gen: torch.Generator | None = None, aug_gen: torch.Generator | None = None,
+                     views: Callable | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """The fast path: shuffled batches of two normalised views, augmented on the split's device.
 
+    ``views(x, augment, generator)`` replaces :func:`two_views` (see :class:`SSLComponents`).
     A last batch of a single image is skipped (one image has no negatives and
     BatchNorm cannot normalise a batch of one).
     """
     if isinstance(augment, AugSpec):
         augment = BatchAugment(augment)
+    views = views or two_views
     for xb, _ in split.batches(batch_size, shuffle=True, generator=shuffle_gen):
         if xb.shape[0] < 2:
             continue
-        yield to_float(augment(xb, aug_gen)), to_float(augment(xb, aug_gen))
+        yield views(xb, augment, aug_gen)
 
 
 def num_two_view_batches(n: int, batch_size: int) -> int:

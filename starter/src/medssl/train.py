@@ -23,7 +23,7 @@ import copy
 import math
 import platform
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -170,11 +170,15 @@ class TrainConfig:
 # ------------------------------------------------------------------- batches
 def train_batches(data: SplitData, cfg_batch_size: int, device: torch.device, aug: AugSpec, loader: str,
                   shuffle_gen: torch.Generator, aug_gen: torch.Generator,
-                  tensor_split: TensorSplit | None = None) -> tuple[Iterator, int]:
-    """Normalised, augmented training batches from either path, and how many there are."""
+                  tensor_split: TensorSplit | None = None, augment: Callable | None = None) -> tuple[Iterator, int]:
+    """Normalised, augmented training batches from either path, and how many there are.
+
+    ``augment(x, generator)`` (uint8 batch -> float batch in [0, 1]) replaces ``BatchAugment(aug)``
+    on the tensor path.
+    """
     if loader == "tensor":
         split = tensor_split or TensorSplit(data, device)
-        augment = BatchAugment(aug)
+        augment = augment or BatchAugment(aug)
 
         def gen():
             for xb, yb in split.batches(cfg_batch_size, shuffle=True, generator=shuffle_gen):
@@ -334,13 +338,15 @@ def selection_score(val_metrics: dict, select: str = "auroc") -> float:
 
 
 def fit(model: Classifier, train: SplitData, val: SplitData, spec: DatasetSpec, cfg: TrainConfig,
-        device: torch.device, log_path: Path | None = None, on_best=None) -> tuple[list[dict], dict, int]:
+        device: torch.device, log_path: Path | None = None, on_best=None,
+        augment: Callable | None = None) -> tuple[list[dict], dict, int]:
     """Train with validation after every epoch; keep the weights with the best val AUROC (or ``cfg.select``).
 
     Returns ``(history, best_state_dict, best_epoch)``. ``on_best(model, epoch, val_metrics)``
     is called whenever the best model improves (the CLI saves ``best.pt`` there).
     With ``cfg.patience > 0`` training stops after that many epochs without a
     better selection score; ``cfg.mixup > 0`` mixes the training batches.
+    ``augment(x, generator)`` replaces the batch augmentation of ``cfg.aug`` (see :func:`run`).
     """
     aug = supervised_augmentation(cfg.aug, spec.modality)
     shuffle_gen = make_generator(cfg.seed + 1)
@@ -361,7 +367,8 @@ def fit(model: Classifier, train: SplitData, val: SplitData, spec: DatasetSpec, 
     best_score, best_epoch, best_state = -math.inf, 0, copy.deepcopy(model.state_dict())
     for epoch in range(1, cfg.epochs + 1):
         t0 = time.perf_counter()
-        batches, n_batches = train_batches(train, cfg.batch_size, device, aug, cfg.loader, shuffle_gen, aug_gen, tsplit)
+        batches, n_batches = train_batches(train, cfg.batch_size, device, aug, cfg.loader, shuffle_gen, aug_gen, tsplit,
+                                           augment)
         lr_used = optimizer.param_groups[-1]["lr"]
         phase = scheduler.phase if isinstance(scheduler, CosineThenPlateau) else None
         train_loss = train_one_epoch(step_model, batches, n_batches, optimizer, scheduler, device,
@@ -444,9 +451,16 @@ def load_run(run: str | Path, dataset: str | None = None, root: str | None = Non
 
 
 # ------------------------------------------------------------------------ job
-def run(cfg: TrainConfig, out: str | Path, overwrite: bool = False) -> dict:
-    """The whole supervised job: data, model, training, test evaluation, files. Returns test metrics."""
+def run(cfg: TrainConfig, out: str | Path, overwrite: bool = False, augment: Callable | None = None) -> dict:
+    """The whole supervised job: data, model, training, test evaluation, files. Returns test metrics.
+
+    ``augment(x, generator)`` -- a uint8 batch (B, C, H, W) on the device and a generator in, the
+    augmented batch as float in [0, 1] out -- replaces the ``cfg.aug`` preset (e.g. a notebook's own
+    pipeline; needs ``loader="tensor"``). The metrics record it under ``augmentation``.
+    """
     cfg.validate()
+    if augment is not None and cfg.loader != "tensor":
+        raise ConfigError("a custom batch augmentation needs --loader tensor (it works on whole batches).")
     t_start = time.perf_counter()
     spec = get_spec(cfg.dataset)
     out = prepare_out_dir(out, overwrite)
@@ -491,7 +505,8 @@ def run(cfg: TrainConfig, out: str | Path, overwrite: bool = False) -> dict:
 
     log_path = out / "val_log.jsonl"
     log_path.unlink(missing_ok=True)
-    history, best_state, best_epoch = fit(model, train, splits["val"], spec, cfg, device, log_path, save_best)
+    history, best_state, best_epoch = fit(model, train, splits["val"], spec, cfg, device, log_path, save_best,
+                                          augment=augment)
     model.load_state_dict(best_state)
     val_m, val_logits = evaluate(model, splits["val"], spec, cfg.eval_batch_size, cfg.n_bins, device)
     test_m, test_logits = evaluate(model, splits["test"], spec, cfg.eval_batch_size, cfg.n_bins, device)
@@ -516,7 +531,8 @@ def run(cfg: TrainConfig, out: str | Path, overwrite: bool = False) -> dict:
         "model": model.meta, "n_parameters": count_parameters(model),
         "n_trainable": count_parameters(model, trainable_only=True),
         "bn_recalibrated": model.meta["bn_recalibrated"],
-        "augmentation": supervised_augmentation(cfg.aug, spec.modality).describe(),
+        "augmentation": (supervised_augmentation(cfg.aug, spec.modality).describe() if augment is None
+                         else describe_augment(augment)),
         "config": cfg.to_dict(), "numerics": numerics,
         "data": {"file": path.name, "md5": file_md5(path), "synthetic": spec.synthetic,
                  "train_indices_file": None if idx is None else indices_filename(cfg.label_frac, cfg.seed)},
@@ -540,6 +556,13 @@ def run(cfg: TrainConfig, out: str | Path, overwrite: bool = False) -> dict:
                 out / "reliability.png")
     save_figure(learning_curves(history, title=f"{spec.key} {cfg.model}"), out / "curves.png")
     return result
+
+
+def describe_augment(augment: Callable) -> list[str]:
+    """The operations of a custom batch augmentation: a ``BatchAugment``'s list, else ``custom (<name>)``."""
+    if isinstance(augment, BatchAugment):
+        return augment.spec.describe()
+    return [f"custom ({getattr(augment, '__name__', None) or type(augment).__name__})"]
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
