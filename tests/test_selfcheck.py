@@ -90,3 +90,38 @@ def test_missing_expected_values_or_check_name_is_a_clear_error(tmp_path):
     sc = SelfChecks(week=4, out_dir=tmp_path, expected=_expected())
     with pytest.raises(ConfigError, match="no stored cases for self-check 'nt_xent'"):
         sc.compare("nt_xent", _square_sum)
+
+
+def test_check_is_cases_then_properties_and_the_first_failure_wins(tmp_path, capsys):
+    sc = SelfChecks(week=4, out_dir=tmp_path, expected=_expected())
+    assert sc.check("sq", _square_sum, properties=[("non-negative", lambda: _square_sum(np.array([-2.0])) >= 0)]) \
+        is None
+    assert sc.status("sq") == "PASS" and sc.results["sq"]["message"] == \
+        "all 2 stored cases match and all 1 properties hold."
+    sc.check("sq", lambda x, scale=1.0: (x ** 2).sum(), properties=[("never run", lambda: 1 / 0)])
+    assert sc.status("sq") == "FAIL" and sc.results["sq"]["message"].startswith("case 2 of 2")
+    sc.check("sq", _square_sum, properties=[("is negative", lambda: _square_sum(np.array([1.0])) < 0)])
+    assert sc.status("sq") == "FAIL" and sc.results["sq"]["message"] == "is negative: not true for your code."
+    assert "FAIL  sq: is negative" in capsys.readouterr().out
+    with pytest.raises(ConfigError, match="give a function"):
+        sc.check("sq")
+
+
+def test_first_mismatch_walks_sequences_of_arrays_of_different_shapes():
+    want = [np.zeros((2, 2)), np.ones(3)]
+    assert first_mismatch([np.zeros((2, 2)), np.ones(3)], want, 1e-6, 0) is None
+    assert first_mismatch([np.zeros((2, 2)), np.array([1.0, 2.0, 1.0])], want, 1e-6, 0) == \
+        "item 1: got 2 at index (1,), expected 1"
+    assert first_mismatch([np.zeros((2, 2))], want, 1e-6, 0) == "expected a sequence of 2 items, got list of 1"
+
+
+def test_expected_file_is_one_line_per_case_and_float32_round_trips_exactly(tmp_path):
+    from medssl.selfcheck import expected_from_spec, write_expected
+
+    x = torch.tensor([0.1, 1 / 3, 1e-8], dtype=torch.float32)
+    spec = {"id": {"reference": lambda t: t * 1, "cases": [{"args": [x]}, {"args": [2 * x]}], "atol": 0, "rtol": 0}}
+    path = write_expected(tmp_path / "w.json", expected_from_spec(spec))
+    text = path.read_text()
+    assert text.count('{"args"') == 2 and len(text.splitlines()) == 12 and "0.1," in text   # not 0.10000000149
+    case = json.loads(text)["checks"]["id"]["cases"][0]
+    assert torch.equal(decode(case["want"]), x) and decode(case["want"]).dtype == torch.float32

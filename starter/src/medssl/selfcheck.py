@@ -11,6 +11,7 @@ In a notebook::
     sc = SelfChecks(week=4, out_dir=wk.out)
     sc.compare("nt_xent", my_nt_xent)                            # stored cases
     sc.properties("projection_head", [("output is (B, 128)", lambda: tuple(head(x).shape) == (8, 128))])
+    sc.check("nt_xent", my_nt_xent, properties=[...])           # both, as one check
     loss_fn = sc.pick("nt_xent", my_nt_xent, nt_xent_loss)       # yours if it passed, else the library's
 """
 
@@ -25,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ConfigError
-from .utils import write_json
+from .utils import write_json, write_text
 
 FILENAME = "self_checks.json"
 STATUSES = ("PASS", "FAIL", "TODO")
@@ -52,11 +53,11 @@ def encode(value):
 
         if isinstance(value, torch.Tensor):
             a = value.detach().cpu().numpy()
-            return {"__tensor__": a.tolist(), "dtype": str(a.dtype), "shape": list(a.shape)}
+            return {"__tensor__": _tolist(a), "dtype": str(a.dtype), "shape": list(a.shape)}
     except ImportError:  # pragma: no cover
         pass
     if isinstance(value, np.ndarray):
-        return {"__array__": value.tolist(), "dtype": str(value.dtype), "shape": list(value.shape)}
+        return {"__array__": _tolist(value), "dtype": str(value.dtype), "shape": list(value.shape)}
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, (list, tuple)):
@@ -64,6 +65,13 @@ def encode(value):
     if isinstance(value, Mapping):
         return {str(k): encode(v) for k, v in value.items()}
     return value
+
+
+def _tolist(a: np.ndarray) -> list:
+    """``a.tolist()``; float32 values as their shortest float32 text (0.1, not 0.10000000149011612), still exact."""
+    if a.dtype == np.float32:
+        return np.array([float(str(v)) for v in a.ravel()], dtype=np.float64).reshape(a.shape).tolist()
+    return a.tolist()
 
 
 def decode(value):
@@ -96,8 +104,32 @@ def record_cases(reference: Callable, cases: Sequence[Mapping]) -> list[dict]:
 
 
 def write_expected(path: str | os.PathLike, checks: Mapping[str, Mapping]) -> Path:
-    """Write a week's expected values: ``{check name: {"cases": [...], "atol": ..., "rtol": ...}}``."""
-    return write_json(path, {"checks": dict(checks)})
+    """Write a week's expected values: ``{check name: {"cases": [...], "atol": ..., "rtol": ...}}``.
+
+    One line per case, so a rebuild that changes one value changes one line.
+    """
+    def dump(v) -> str:
+        return json.dumps(v, allow_nan=True)
+
+    blocks = []
+    for name, check in checks.items():
+        head = [f'    {dump(str(name))}: {{']
+        head += [f'      {dump(k)}: {dump(v)},' for k, v in check.items() if k != "cases"]
+        cases = ",\n".join(f"        {dump(c)}" for c in check.get("cases", []))
+        blocks.append("\n".join(head) + '\n      "cases": [\n' + cases + "\n      ]\n    }")
+    text = '{\n  "checks": {\n' + ",\n".join(blocks) + "\n  }\n}\n"
+    json.loads(text)  # the hand-made layout is still JSON
+    return write_text(path, text)
+
+
+def expected_from_spec(spec: Mapping[str, Mapping]) -> dict[str, dict]:
+    """A week's checks as its cell module declares them -> what :func:`write_expected` stores.
+
+    ``spec`` is ``{name: {"reference": fn, "cases": [{"args": [...], "kwargs": {...}}], "atol": .., "rtol": ..}}``
+    (``notebooks/cells/weekNN.py``'s ``self_checks()``); the reference runs here, at build time only.
+    """
+    return {name: {"cases": record_cases(c["reference"], c["cases"]), "atol": float(c.get("atol", 1e-5)),
+                   "rtol": float(c.get("rtol", 1e-4))} for name, c in spec.items()}
 
 
 # ------------------------------------------------------------------ comparing
@@ -131,6 +163,15 @@ def first_mismatch(got, want, atol: float, rtol: float) -> str | None:
                 return f"[{k!r}]: {m}"
         return None
     g, w = _numeric(got), _numeric(want)
+    if w is None and isinstance(want, (list, tuple)):      # not one array (e.g. arrays of several shapes)
+        if not isinstance(got, (list, tuple)) or len(got) != len(want):
+            return f"expected a sequence of {len(want)} items, got {type(got).__name__}" + (
+                f" of {len(got)}" if isinstance(got, (list, tuple)) else "")
+        for i, (a, b) in enumerate(zip(got, want)):
+            m = first_mismatch(a, b, atol, rtol)
+            if m:
+                return f"item {i}: {m}"
+        return None
     if w is None:
         return None if got == want else f"got {got!r}, expected {want!r}"
     if g is None:
@@ -186,8 +227,7 @@ class SelfChecks:
         return self.results.get(name, {}).get("status", "TODO")
 
     # -- checks
-    def compare(self, name: str, student_fn: Callable, atol: float | None = None, rtol: float | None = None) -> bool:
-        """Run ``student_fn`` on the stored cases of check ``name`` and compare with the stored outputs."""
+    def _compare(self, name: str, student_fn: Callable, atol: float | None, rtol: float | None) -> tuple[str, str]:
         if name not in self.expected:
             raise ConfigError(f"no stored cases for self-check {name!r} of week {self.week}; "
                               f"known: {sorted(self.expected)}. Rebuild the notebooks.")
@@ -199,34 +239,64 @@ class SelfChecks:
             args, kwargs = decode(case["args"]), decode(case["kwargs"])
             try:
                 got = student_fn(*args, **kwargs)
-            except NotImplementedError:
-                return self._record(name, "TODO", "not implemented yet: fill in the 'your turn' cell and run it.")
+            except (NotImplementedError, NotAttempted):
+                return "TODO", "not implemented yet: fill in the 'your turn' cell and run it."
             except Exception as exc:  # the student's error, without stopping the notebook
-                return self._record(name, "FAIL", f"case {i} of {len(cases)} raised {type(exc).__name__}: {exc}")
+                return "FAIL", f"case {i} of {len(cases)} raised {type(exc).__name__}: {exc}"
             if got is None:
-                return self._record(name, "TODO", "your function returned None: fill in the 'your turn' cell.")
+                return "TODO", "your function returned None: fill in the 'your turn' cell."
             mismatch = first_mismatch(got, decode(case["want"]), atol, rtol)
             if mismatch:
-                return self._record(name, "FAIL", f"case {i} of {len(cases)}: {mismatch}")
-        return self._record(name, "PASS", f"all {len(cases)} stored cases match.")
+                return "FAIL", f"case {i} of {len(cases)}: {mismatch}"
+        return "PASS", f"all {len(cases)} stored cases match"
+
+    @staticmethod
+    def _properties(checks: Sequence[tuple[str, Callable[[], object]]]) -> tuple[str, str]:
+        for desc, fn in checks:
+            try:
+                ok = fn()
+            except (NotImplementedError, NotAttempted):
+                return "TODO", "not implemented yet: fill in the 'your turn' cell and run it."
+            except Exception as exc:
+                return "FAIL", f"{desc}: raised {type(exc).__name__}: {exc}"
+            if ok is None:
+                return "TODO", f"{desc}: your code returned None."
+            if not ok:
+                return "FAIL", f"{desc}: not true for your code."
+        return "PASS", f"all {len(checks)} properties hold"
+
+    def compare(self, name: str, student_fn: Callable, atol: float | None = None, rtol: float | None = None) -> bool:
+        """Run ``student_fn`` on the stored cases of check ``name`` and compare with the stored outputs."""
+        status, message = self._compare(name, student_fn, atol, rtol)
+        return self._record(name, status, message + ("." if status == "PASS" else ""))
 
     def properties(self, name: str, checks: Sequence[tuple[str, Callable[[], object]]]) -> bool:
         """Run property checks ``[(description, fn)]``; ``fn()`` must return True (False or an error fails).
 
         A property that raises NotImplementedError or :class:`NotAttempted` (the stub) makes the check TODO.
         """
-        for desc, fn in checks:
-            try:
-                ok = fn()
-            except (NotImplementedError, NotAttempted):
-                return self._record(name, "TODO", "not implemented yet: fill in the 'your turn' cell and run it.")
-            except Exception as exc:
-                return self._record(name, "FAIL", f"{desc}: raised {type(exc).__name__}: {exc}")
-            if ok is None:
-                return self._record(name, "TODO", f"{desc}: your code returned None.")
-            if not ok:
-                return self._record(name, "FAIL", f"{desc}: not true for your code.")
-        return self._record(name, "PASS", f"all {len(checks)} properties hold.")
+        status, message = self._properties(checks)
+        return self._record(name, status, message + ("." if status == "PASS" else ""))
+
+    def check(self, name: str, student_fn: Callable | None = None,
+              properties: Sequence[tuple[str, Callable[[], object]]] = (), atol: float | None = None,
+              rtol: float | None = None) -> None:
+        """One exercise's whole check: its stored cases (with ``student_fn``), then ``properties``.
+
+        The first FAIL or TODO is the result; PASS needs both parts to pass. It prints the result and
+        returns nothing (so a notebook cell shows only the printed line); :meth:`status` reads it.
+        """
+        parts = []
+        if student_fn is not None:
+            parts.append(self._compare(name, student_fn, atol, rtol))
+        if properties and (not parts or parts[-1][0] == "PASS"):
+            parts.append(self._properties(properties))
+        if not parts:
+            raise ConfigError(f"self-check {name!r}: give a function to compare or properties to check.")
+        status, message = parts[-1]
+        if status == "PASS":
+            message = " and ".join(m for _, m in parts)
+        self._record(name, status, message + ("." if status == "PASS" else ""))
 
     def pick(self, name: str, student_obj, library_obj, what: str | None = None):
         """The student's version when check ``name`` passed, else the library's; prints which one is used."""
@@ -239,3 +309,27 @@ class SelfChecks:
 
     def summary(self) -> dict[str, int]:
         return {s: sum(r["status"] == s for r in self.results.values()) for s in STATUSES}
+
+
+# ------------------------------------------------------------------ reading a hand-in
+def check_self_checks(folder: str | os.PathLike) -> list[tuple[str, str]]:
+    """``(level, message)`` for each self-check in ``folder/self_checks.json`` that is not PASS.
+
+    FAIL and TODO are ``"warning"``s naming the check (the week ran on the library's version instead);
+    a file that cannot be read is one warning. No file, or every check PASS: an empty list.
+    """
+    path = Path(folder) / FILENAME
+    if not path.exists():
+        return []
+    try:
+        checks = json.loads(path.read_text())["checks"]
+        items = [(str(name), str(r["status"]), str(r.get("message", ""))) for name, r in checks.items()]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        return [("warning", f"{FILENAME} could not be read ({type(exc).__name__}).")]
+    out = []
+    for name, status, message in sorted(items):
+        if status == "PASS":
+            continue
+        what = "failed" if status == "FAIL" else "not done" if status == "TODO" else f"has status {status!r}"
+        out.append(("warning", f"self-check {name} {what}: {message} (the week used the library's version)"))
+    return out
