@@ -272,21 +272,48 @@ def default_threshold(positive_class: int = 1) -> float:
     return 0.5 if positive_class == 0 else float(np.nextafter(0.5, 1.0))
 
 
+def _fn_name(fn) -> str:
+    return getattr(fn, "__name__", type(fn).__name__)
+
+
+def _custom_threshold(threshold_fn, val_scores: np.ndarray, val_y: np.ndarray, metric: str, target: float) -> float:
+    """``threshold_fn(val_scores, val_y, metric, target)`` on copies of the validation data, checked to be a number."""
+    t = threshold_fn(np.array(val_scores, dtype=np.float64), np.array(val_y), metric, target)
+    try:
+        t = float(t)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{_fn_name(threshold_fn)} must return a threshold (a number), got {t!r}.") from None
+    if not np.isfinite(t):
+        raise ConfigError(f"{_fn_name(threshold_fn)} returned {t} for {metric} target {target:g}.")
+    return t
+
+
 def choose_thresholds(val_scores: np.ndarray, val_y: np.ndarray, target_tpr: float | None = 0.9,
                       target_fpr: float | None = 0.1, youden: bool = True, max_f1: bool = True,
-                      default: bool = True, positive_class: int = 1) -> dict[str, tuple[str, float]]:
+                      default: bool = True, positive_class: int = 1,
+                      threshold_fn=None) -> dict[str, tuple[str, float]]:
     """``{name: (rule, threshold)}`` chosen on the validation scores.
 
     ``default`` is the untuned 0.5 point, tie rule included exactly as in the
     arg-max of ``test_metrics.json`` (:func:`default_threshold`; hence ``positive_class``).
+    ``threshold_fn(val_scores, val_y, metric, target)`` (``metric`` "tpr" or "fpr") replaces
+    :func:`threshold_for_tpr` / :func:`threshold_for_fpr` for the two target points; it is only
+    ever given the validation scores and labels, and its name is added to those points' rules.
     """
     out: dict[str, tuple[str, float]] = {}
+    by = "" if threshold_fn is None else f" (by {_fn_name(threshold_fn)})"
     if target_tpr is not None:
-        out["target_tpr"] = (f"highest threshold with val TPR >= {target_tpr:g}",
-                             threshold_for_tpr(val_scores, val_y, target_tpr))
+        if threshold_fn is not None and not 0 < target_tpr <= 1:
+            raise ConfigError(f"target TPR must be in (0, 1], got {target_tpr}.")
+        out["target_tpr"] = (f"highest threshold with val TPR >= {target_tpr:g}{by}",
+                             threshold_for_tpr(val_scores, val_y, target_tpr) if threshold_fn is None else
+                             _custom_threshold(threshold_fn, val_scores, val_y, "tpr", target_tpr))
     if target_fpr is not None:
-        out["target_fpr"] = (f"lowest threshold with val FPR <= {target_fpr:g}",
-                             threshold_for_fpr(val_scores, val_y, target_fpr))
+        if threshold_fn is not None and not 0 <= target_fpr < 1:
+            raise ConfigError(f"target FPR must be in [0, 1), got {target_fpr}.")
+        out["target_fpr"] = (f"lowest threshold with val FPR <= {target_fpr:g}{by}",
+                             threshold_for_fpr(val_scores, val_y, target_fpr) if threshold_fn is None else
+                             _custom_threshold(threshold_fn, val_scores, val_y, "fpr", target_fpr))
     if youden:
         out["youden"] = ("max Youden J = TPR - FPR on val", youden_threshold(val_scores, val_y))
     if max_f1:
@@ -383,11 +410,43 @@ def high_confidence_errors(scores: np.ndarray, y: np.ndarray, threshold: float, 
     fn = np.flatnonzero(~pred & (y == 1))
     fp = fp[np.argsort(-scores[fp], kind="stable")][:k]
     fn = fn[np.argsort(scores[fn], kind="stable")][:k]
+    return errors_frame(scores, fp, fn)
+
+
+def errors_frame(scores: np.ndarray, fp, fn) -> pd.DataFrame:
+    """The error table of :func:`high_confidence_errors` for given FP and FN indices (each most confident first)."""
+    scores = np.asarray(scores, dtype=np.float64)
     rows = [{"kind": "FP", "rank": r + 1, "index": int(i), "p_positive": float(scores[i]),
              "confidence": float(scores[i])} for r, i in enumerate(fp)]
     rows += [{"kind": "FN", "rank": r + 1, "index": int(i), "p_positive": float(scores[i]),
               "confidence": float(1 - scores[i])} for r, i in enumerate(fn)]
     return pd.DataFrame(rows, columns=["kind", "rank", "index", "p_positive", "confidence"])
+
+
+def custom_errors(errors_fn, scores: np.ndarray, y: np.ndarray, threshold: float, k: int) -> pd.DataFrame:
+    """:func:`high_confidence_errors` through ``errors_fn(scores, y, threshold, k) -> {"FP": idx, "FN": idx}``.
+
+    The selection is checked: the FP indices must be negatives called positive, the FN
+    indices positives called negative, at most ``k`` of each, no repeats.
+    """
+    scores, y = _check_scores(scores, y)
+    sel = errors_fn(scores.copy(), y.copy(), float(threshold), int(k))
+    name = _fn_name(errors_fn)
+    if not isinstance(sel, Mapping) or not {"FP", "FN"} <= set(sel):
+        raise ConfigError(f"{name} must return {{'FP': indices, 'FN': indices}}, got {type(sel).__name__}.")
+    pred = scores >= threshold
+    out = {}
+    for kind, ok in (("FP", pred & (y == 0)), ("FN", ~pred & (y == 1))):
+        idx = np.asarray(sel[kind]).reshape(-1)
+        if idx.size and not np.issubdtype(idx.dtype, np.integer):
+            raise ConfigError(f"{name}: {kind} must be integer indices, got {idx.dtype}.")
+        idx = idx.astype(np.int64)
+        if len(idx) > k or len(np.unique(idx)) != len(idx) or (idx.size and (idx.min() < 0 or idx.max() >= len(y))):
+            raise ConfigError(f"{name}: {kind} must be at most {k} distinct indices into the {len(y)} cases.")
+        if idx.size and not ok[idx].all():
+            raise ConfigError(f"{name}: index {int(idx[~ok[idx]][0])} is not a {kind} at threshold {threshold:.4f}.")
+        out[kind] = idx
+    return errors_frame(scores, out["FP"], out["FN"])
 
 
 def top_label_errors(probs: np.ndarray, labels: np.ndarray, k: int = 10) -> pd.DataFrame:
@@ -518,7 +577,7 @@ def analyse_predictions(val_logits: np.ndarray, val_labels: np.ndarray, test_log
                         test_labels: np.ndarray, spec: DatasetSpec | str, out_dir: str | os.PathLike,
                         test_images: np.ndarray | None = None, target_tpr: float = 0.9, target_fpr: float = 0.1,
                         decision_point: str = "youden", k: int = 5, n_bins: int = 15, overwrite: bool = False,
-                        source: str | None = None) -> dict:
+                        source: str | None = None, threshold_fn=None, errors_fn=None) -> dict:
     """Calibration, curves, operating points and the error gallery from val/test logits, written to ``out_dir``.
 
     Files: ``P1_temp_scaling_table.md`` (+ json, reliability before/after PNGs),
@@ -530,6 +589,11 @@ def analyse_predictions(val_logits: np.ndarray, val_labels: np.ndarray, test_log
     ``target_fpr``, ``youden``, ``max_f1``, ``default``). Multi-class tasks get the
     calibration part and a top-label error gallery; operating points are skipped
     (they are binary-only). Returns the numbers (tables as DataFrames).
+
+    Two steps can be one's own (the Week 7 exercises): ``threshold_fn(val_scores, val_y, metric, target)``
+    chooses the target-TPR / target-FPR thresholds (:func:`choose_thresholds`; validation data only) and
+    ``errors_fn(test_scores, test_y, threshold, k) -> {"FP": idx, "FN": idx}`` selects the gallery's
+    errors (:func:`custom_errors`). Their names are recorded in the summary's ``params["custom"]``.
     """
     from .plots import confusion_matrix_figure, pr_curve_figure, roc_curve_figure
 
@@ -559,12 +623,16 @@ def analyse_predictions(val_logits: np.ndarray, val_labels: np.ndarray, test_log
                     "params": {"target_tpr": target_tpr, "target_fpr": target_fpr, "decision_point": decision_point,
                                "k": k, "n_bins": n_bins, "rule": "positive when P(positive) >= threshold",
                                "thresholds_chosen_on": "val", "probabilities": "uncalibrated softmax(logits)"}}
+    custom = {k_: _fn_name(f) for k_, f in (("threshold_fn", threshold_fn), ("errors_fn", errors_fn)) if f is not None}
+    if custom:
+        report["params"]["custom"] = custom
     binary = spec.n_classes == 2 and spec.positive_class is not None
     if binary:
         pos = spec.positive_class
         vs, vy = binary_scores(p_val, val_labels, spec)
         ts, ty = binary_scores(p_test, test_labels, spec)
-        pts = operating_points(vs, vy, ts, ty, pos, target_tpr=target_tpr, target_fpr=target_fpr)
+        pts = operating_points(vs, vy, ts, ty, pos, target_tpr=target_tpr, target_fpr=target_fpr,
+                               threshold_fn=threshold_fn)
         curves = roc_pr(ts, ty)
         val_curves = roc_pr(vs, vy)
         marks = {p.name: (1 - p.test["specificity"], p.test["sensitivity"], p.test["ppv"]) for p in pts}
@@ -583,7 +651,8 @@ def analyse_predictions(val_logits: np.ndarray, val_labels: np.ndarray, test_log
         op_df.to_csv(out / "operating_points.csv", index=False)
         files += ["operating_point_table.md", "operating_points.csv"]
         chosen = next(p for p in pts if p.name == decision_point)
-        errors = high_confidence_errors(ts, ty, chosen.threshold, k)
+        errors = (high_confidence_errors(ts, ty, chosen.threshold, k) if errors_fn is None
+                  else custom_errors(errors_fn, ts, ty, chosen.threshold, k))
         report.update({
             "curves": {"test_auroc": curves["auroc"], "test_average_precision": curves["average_precision"],
                        "test_prevalence": curves["prevalence"], "val_auroc": val_curves["auroc"],

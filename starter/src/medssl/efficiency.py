@@ -50,6 +50,7 @@ from .probe import (
     build_init_model,
     extract_features,
     finetune,
+    function_name,
     label_subset,
     linear_probe,
     public,
@@ -190,8 +191,13 @@ def _check_resume(out: Path, cfg: GridConfig) -> None:
                           "Use a new --out, or --overwrite to start again.")
 
 
-def run_grid(cfg: GridConfig, out: str | Path, overwrite: bool = False, resume: bool = False) -> dict:
-    """Run (or continue) the grid and write the CSVs, table and plot; returns the file paths and summary."""
+def run_grid(cfg: GridConfig, out: str | Path, overwrite: bool = False, resume: bool = False, sampler=None,
+             probe_fn=None, optimizer_fn=None) -> dict:
+    """Run (or continue) the grid and write the CSVs, table and plot; returns the file paths and summary.
+
+    ``sampler``, ``probe_fn`` and ``optimizer_fn`` replace the library's label-subset draw, linear probe
+    and SSL fine-tune optimizer, as in :func:`medssl.probe.run`; their names go into ``grid_config.json``.
+    """
     cfg.validate()
     t_start = time.perf_counter()
     spec = get_spec(cfg.dataset)
@@ -217,6 +223,10 @@ def run_grid(cfg: GridConfig, out: str | Path, overwrite: bool = False, resume: 
     record = {"config": cfg.to_dict(), "status": "running", "device": str(device), "indices_dir": str(indices_dir),
               "numerics": accel.describe(device, cfg.precision, cfg.deterministic), "skipped": {},
               "synthetic": spec.synthetic}
+    custom = {k: function_name(f) for k, f in (("sampler", sampler), ("probe_fn", probe_fn),
+                                               ("optimizer_fn", optimizer_fn)) if f is not None}
+    if custom:
+        record["custom"] = custom
     write_json(out / "grid_config.json", record)
     splits = load_splits(cfg.dataset, size=cfg.size, root=cfg.root)
     methods = list(cfg.methods)
@@ -238,13 +248,14 @@ def run_grid(cfg: GridConfig, out: str | Path, overwrite: bool = False, resume: 
         feats = extract_features(frozen, splits, cfg.eval_batch_size, device)
         record["feature_seconds"] = time.perf_counter() - t0
     for i, (frac, seed, method) in enumerate(todo, 1):
-        label_subset(splits["train"], frac, seed, indices_dir)          # drawn once, then read by every method
+        label_subset(splits["train"], frac, seed, indices_dir, sampler)  # drawn once, then read by every method
         if method == "probe":
             res = linear_probe(feats, splits, spec, frac, seed, indices_dir, cfg.probe_c, cfg.probe_max_iter,
-                               cfg.n_bins)
+                               cfg.n_bins, sampler=sampler, probe_fn=probe_fn)
         else:
             init = {"finetune": "ssl", "scratch": "scratch", "imagenet": "imagenet"}[method]
-            res = finetune(init, splits, spec, cfg, frac, seed, device, indices_dir)
+            res = finetune(init, splits, spec, cfg, frac, seed, device, indices_dir, sampler=sampler,
+                           optimizer_fn=optimizer_fn if init == "ssl" else None)
             res["method"] = method
         res.update(dataset=spec.key, device=str(device), encoder=cfg.encoder, numerics=record["numerics"])
         write_json(runs_dir / run_filename(method, frac, seed), public(res))

@@ -19,6 +19,11 @@ The labelled subset of every fraction and seed comes from
 ``<out>/indices``) and reused, so every method sees the same labelled images.
 The validation split is used whole for model selection, as in ``medssl.train``.
 
+From Python, three pieces can be swapped for one's own (the notebooks' exercises):
+``sampler`` draws the labelled subset, ``probe_fn`` fits the linear probe on the
+features, ``optimizer_fn`` builds the SSL fine-tune's optimizer (see :func:`run`).
+The library still extracts the features, drives the training loop and writes the files.
+
 Files: ``probe_metrics_<pct>pct.json``, ``finetune_metrics_<pct>pct.json``
 (+ ``finetune_<pct>pct.pt``, ``finetune_predictions_<pct>pct.npz``,
 ``finetune_reliability_<pct>pct.png``), ``probe_predictions_<pct>pct.npz``,
@@ -41,7 +46,7 @@ import torch
 from . import accel
 from .calibration import softmax
 from .cli import HelpFormatter, add_common_args, run_cli
-from .data import SplitData, fraction_indices, indices_filename, load_splits
+from .data import SplitData, fraction_indices, indices_filename, labels_hash, load_splits
 from .errors import CheckpointError, ConfigError, WeightsUnavailableError
 from .metrics import classification_metrics, format_summary
 from .models import Classifier, build_model, model_from_encoder, read_encoder
@@ -148,9 +153,53 @@ def indices_md5(idx: np.ndarray) -> str:
     return hashlib.md5(np.asarray(idx, dtype=np.int64).tobytes()).hexdigest()[:12]
 
 
-def label_subset(train: SplitData, frac: float, seed: int, indices_dir: str | Path | None) -> np.ndarray:
-    """The labelled training indices for (frac, seed), saved in / reused from ``indices_dir``."""
-    return fraction_indices(train.labels, frac, seed, indices_dir, train.spec.key)
+def function_name(fn) -> str:
+    """How a swapped-in function is recorded in the results (its ``__name__``)."""
+    return getattr(fn, "__name__", type(fn).__name__)
+
+
+def checked_indices(idx, train: SplitData, what: str = "the sampler") -> np.ndarray:
+    """``idx`` as sorted int64 indices into ``train``, after checking they are distinct indices in range."""
+    arr = np.asarray(idx)
+    if arr.ndim != 1 or (arr.size and not np.issubdtype(arr.dtype, np.integer)):
+        raise ConfigError(f"{what} must return a 1-D array of integer indices into the training split, got "
+                          f"{arr.dtype} of shape {arr.shape}.")
+    arr = arr.astype(np.int64)
+    if arr.size == 0 or arr.min() < 0 or arr.max() >= len(train) or len(np.unique(arr)) != len(arr):
+        raise ConfigError(f"{what} must return distinct indices in 0..{len(train) - 1} (at least one), got "
+                          f"{len(arr)} indices" + (f" in {arr.min()}..{arr.max()}" if arr.size else "") + ".")
+    return np.sort(arr)
+
+
+def save_subset(idx: np.ndarray, train: SplitData, frac: float, seed: int, indices_dir: str | Path,
+                drawn_by: str) -> Path:
+    """Write ``indices_frac=<f>_seed=<s>.json`` in the library's format for indices drawn by ``drawn_by``.
+
+    With the label hash and class counts in it, every later reader
+    (:func:`medssl.data.fraction_indices`: the supervised comparison, other methods) reuses exactly these indices.
+    """
+    path = Path(indices_dir) / indices_filename(frac, seed)
+    write_json(path, {"dataset": train.spec.key, "frac": frac, "seed": seed, "n_total": len(train),
+                      "n_selected": len(idx), "class_counts": np.bincount(train.labels[idx]).tolist(),
+                      "drawn_by": drawn_by, "labels_sha256": labels_hash(train.labels), "indices": idx.tolist()})
+    return path
+
+
+def label_subset(train: SplitData, frac: float, seed: int, indices_dir: str | Path | None,
+                 sampler=None) -> np.ndarray:
+    """The labelled training indices for (frac, seed), saved in / reused from ``indices_dir``.
+
+    ``sampler(labels, frac, seed, save_dir)`` replaces the library's draw
+    (:func:`medssl.data.fraction_indices`): it gets a copy of the training labels only, and the
+    indices it returns are the ones used, saved in ``indices_dir`` in the library's format.
+    """
+    if sampler is None:
+        return fraction_indices(train.labels, frac, seed, indices_dir, train.spec.key)
+    idx = checked_indices(sampler(train.labels.copy(), frac, seed, None if indices_dir is None else str(indices_dir)),
+                          train, f"the sampler {function_name(sampler)}")
+    if indices_dir is not None:
+        save_subset(idx, train, frac, seed, indices_dir, function_name(sampler))
+    return idx
 
 
 def _subset_info(train: SplitData, idx: np.ndarray, frac: float, seed: int) -> dict:
@@ -190,25 +239,55 @@ def probe_predictions(clf, x: np.ndarray) -> np.ndarray:
     return np.log(np.clip(clf.predict_proba(x), 1e-12, 1.0)).astype(np.float32)
 
 
+def log_probabilities(probs, n: int, n_classes: int, what: str = "the probe") -> np.ndarray:
+    """(N, K) probabilities -> log-probabilities (float32), as :func:`probe_predictions` gives them."""
+    p = np.asarray(probs, dtype=np.float64)
+    if p.shape != (n, n_classes) or not np.all(np.isfinite(p)):
+        raise ConfigError(f"{what} must give finite probabilities of shape ({n}, {n_classes}), got {p.shape}.")
+    return np.log(np.clip(p, 1e-12, 1.0)).astype(np.float32)
+
+
 def linear_probe(features: Mapping[str, np.ndarray], splits: Mapping[str, SplitData], spec: DatasetSpec,
                  frac: float, seed: int, indices_dir: str | Path | None = None,
-                 c_grid: Sequence[float] = DEFAULT_C_GRID, max_iter: int = 2000, n_bins: int = 15) -> dict:
+                 c_grid: Sequence[float] = DEFAULT_C_GRID, max_iter: int = 2000, n_bins: int = 15,
+                 sampler=None, probe_fn=None) -> dict:
     """One linear probe on precomputed features: fit on the (frac, seed) labels, report on test.
 
+    ``sampler``: see :func:`label_subset`. ``probe_fn(train_feats, train_labels, val_feats, val_labels,
+    c_grid=..., seed=...)`` replaces :func:`fit_logistic_probe`; it returns ``(predict_proba, info)``, a
+    function from features to (N, K) probabilities and a dict (``info["C"]``: the choice it made on
+    validation). It never sees the test labels: the test features go through ``predict_proba`` only.
     Returns the metrics dict (plus ``_val_logits`` / ``_test_logits`` arrays for saving).
     """
     t0 = time.perf_counter()
     train = splits["train"]
-    idx = label_subset(train, frac, seed, indices_dir)
-    clf, sel = fit_logistic_probe(features["train"][idx], train.labels[idx], features["val"], splits["val"].labels,
-                                  spec, c_grid, seed, max_iter)
-    val_logits, test_logits = probe_predictions(clf, features["val"]), probe_predictions(clf, features["test"])
+    idx = label_subset(train, frac, seed, indices_dir, sampler)
+    if probe_fn is None:
+        clf, sel = fit_logistic_probe(features["train"][idx], train.labels[idx], features["val"],
+                                      splits["val"].labels, spec, c_grid, seed, max_iter)
+        val_logits, test_logits = probe_predictions(clf, features["val"]), probe_predictions(clf, features["test"])
+    else:
+        what = f"the probe {function_name(probe_fn)}"
+        predict, sel = probe_fn(features["train"][idx].copy(), train.labels[idx].copy(), features["val"].copy(),
+                                splits["val"].labels.copy(), c_grid=tuple(c_grid), seed=seed)
+        if not isinstance(sel, Mapping):
+            raise ConfigError(f"{what} must return (predict_proba, info dict), got info of type {type(sel).__name__}.")
+        sel = dict(sel)
+        val_logits = log_probabilities(predict(features["val"].copy()), len(splits["val"]), spec.n_classes, what)
+        test_logits = log_probabilities(predict(features["test"].copy()), len(splits["test"]), spec.n_classes, what)
     test_m = classification_metrics(splits["test"].labels, softmax(test_logits), spec, n_bins)
     val_m = classification_metrics(splits["val"].labels, softmax(val_logits), spec, n_bins)
-    return {"method": "probe", **test_m, "split": "test", **_subset_info(train, idx, frac, seed),
-            "val_metrics": {k: val_m[k] for k in ("acc", "auroc", "ece")}, "probe": sel,
-            "feature_dim": int(features["train"].shape[1]), "seconds": time.perf_counter() - t0,
-            "_val_logits": val_logits, "_test_logits": test_logits, "_indices": idx}
+    res = {"method": "probe", **test_m, "split": "test", **_subset_info(train, idx, frac, seed),
+           "val_metrics": {k: val_m[k] for k in ("acc", "auroc", "ece")}, "probe": sel,
+           "feature_dim": int(features["train"].shape[1]), "seconds": time.perf_counter() - t0,
+           "_val_logits": val_logits, "_test_logits": test_logits, "_indices": idx}
+    return {**res, **_custom(sampler=sampler, probe_fn=probe_fn)}
+
+
+def _custom(**fns) -> dict:
+    """``{"custom": {hook: function name}}`` for the hooks that were given (nothing when none was)."""
+    given = {k: function_name(f) for k, f in fns.items() if f is not None}
+    return {"custom": given} if given else {}
 
 
 # -------------------------------------------------------------- fine-tuning
@@ -254,18 +333,22 @@ def finetune_config(init: str, cfg: DownstreamConfig, frac: float, seed: int, n_
 
 
 def finetune(init: str, splits: Mapping[str, SplitData], spec: DatasetSpec, cfg: DownstreamConfig, frac: float,
-             seed: int, device: torch.device, indices_dir: str | Path | None = None) -> dict:
+             seed: int, device: torch.device, indices_dir: str | Path | None = None, sampler=None,
+             optimizer_fn=None) -> dict:
     """Train a classifier from ``init`` on the (frac, seed) labels; report test metrics of the best-val epoch.
 
+    ``sampler``: see :func:`label_subset`; ``optimizer_fn``: see :func:`medssl.train.fit` (called with
+    ``head_lr=cfg.lr``, ``encoder_lr=cfg.encoder_lr``, ``weight_decay=cfg.weight_decay``).
     Returns the metrics dict (plus ``_model``, ``_val_logits``, ``_test_logits``, ``_history`` for saving).
     """
     t0 = time.perf_counter()
     train = splits["train"]
-    idx = label_subset(train, frac, seed, indices_dir)
+    idx = label_subset(train, frac, seed, indices_dir, sampler)
     set_seed(seed)
     model = accel.to_device(build_init_model(init, spec, cfg), device)
     tcfg = finetune_config(init, cfg, frac, seed, len(idx), model.meta["arch"])
-    history, best_state, best_epoch = fit(model, train.subset(idx), splits["val"], spec, tcfg, device)
+    history, best_state, best_epoch = fit(model, train.subset(idx), splits["val"], spec, tcfg, device,
+                                          optimizer_fn=optimizer_fn)
     model.load_state_dict(best_state)
     val_m, val_logits = evaluate(model, splits["val"], spec, cfg.eval_batch_size, cfg.n_bins, device)
     test_m, test_logits = evaluate(model, splits["test"], spec, cfg.eval_batch_size, cfg.n_bins, device)
@@ -275,7 +358,8 @@ def finetune(init: str, splits: Mapping[str, SplitData], spec: DatasetSpec, cfg:
             "lr_head": tcfg.lr, "lr_encoder": tcfg.encoder_lr if tcfg.encoder_lr is not None else tcfg.lr,
             "val_metrics": {k: val_m[k] for k in ("acc", "auroc", "ece", "loss")}, "train_config": tcfg.to_dict(),
             "seconds": time.perf_counter() - t0, "_model": model, "_val_logits": val_logits,
-            "_test_logits": test_logits, "_history": history, "_indices": idx}
+            "_test_logits": test_logits, "_history": history, "_indices": idx,
+            **_custom(sampler=sampler, optimizer_fn=optimizer_fn)}
 
 
 def public(result: dict) -> dict:
@@ -313,8 +397,15 @@ def comparison_table(rows: Sequence[dict], title: str) -> str:
 
 
 def run(cfg: DownstreamConfig, out: str | Path, overwrite: bool = False, do_finetune: bool = False,
-        compare_inits: bool = False) -> dict:
-    """Probe (and optionally fine-tune / compare initialisations) at every fraction; returns all results."""
+        compare_inits: bool = False, sampler=None, probe_fn=None, optimizer_fn=None) -> dict:
+    """Probe (and optionally fine-tune / compare initialisations) at every fraction; returns all results.
+
+    Optional replacements (the notebooks pass the student's functions): ``sampler`` draws every labelled
+    subset (all methods then use its indices, :func:`label_subset`), ``probe_fn`` fits the linear probe
+    (:func:`linear_probe`), ``optimizer_fn`` builds the optimizer of the SSL fine-tune (only ``init="ssl"``;
+    ImageNet and scratch keep the library's). The names of the functions used are recorded in each
+    result (``"custom"``) and in ``downstream_config.json``.
+    """
     cfg.validate()
     if not cfg.encoder:
         raise ConfigError("the linear probe needs --encoder PATH/ssl_encoder.pt (from python -m medssl.pretrain).")
@@ -328,7 +419,9 @@ def run(cfg: DownstreamConfig, out: str | Path, overwrite: bool = False, do_fine
     enc_meta = read_encoder(cfg.encoder)
     write_json(out / "downstream_config.json", {"config": cfg.to_dict(), "encoder_extra": enc_meta.get("extra"),
                                                 "indices_dir": str(indices_dir), "device": str(device),
-                                                "numerics": numerics})
+                                                "numerics": numerics,
+                                                **_custom(sampler=sampler, probe_fn=probe_fn,
+                                                          optimizer_fn=optimizer_fn)})
     splits = load_splits(cfg.dataset, size=cfg.size, root=cfg.root)
     if enc_meta.get("input_size") not in (None, cfg.size):
         get_logger().warning("the encoder was pretrained on %spx images; evaluating at %spx.",
@@ -343,7 +436,7 @@ def run(cfg: DownstreamConfig, out: str | Path, overwrite: bool = False, do_fine
     for frac in cfg.fractions:
         tag = pct_tag(frac)
         res = linear_probe(feats, splits, spec, frac, cfg.seed, indices_dir, cfg.probe_c, cfg.probe_max_iter,
-                           cfg.n_bins)
+                           cfg.n_bins, sampler=sampler, probe_fn=probe_fn)
         res.update(dataset=spec.key, encoder=str(cfg.encoder), feature_seconds=feature_seconds, device=str(device),
                    config=cfg.to_dict(), numerics=numerics, synthetic=spec.synthetic)
         write_json(out / f"probe_metrics_{tag}pct.json", public(res))
@@ -358,7 +451,8 @@ def run(cfg: DownstreamConfig, out: str | Path, overwrite: bool = False, do_fine
             try:
                 if init in unavailable:           # tried once already: don't wait for a download again
                     raise WeightsUnavailableError(unavailable[init])
-                r = finetune(init, splits, spec, cfg, frac, cfg.seed, device, indices_dir)
+                r = finetune(init, splits, spec, cfg, frac, cfg.seed, device, indices_dir, sampler=sampler,
+                             optimizer_fn=optimizer_fn if init == "ssl" else None)
             except WeightsUnavailableError as exc:
                 unavailable[init] = str(exc).split(". To use")[0]
                 rows.append(skipped(init, frac, cfg.seed, unavailable[init]))

@@ -189,18 +189,49 @@ def perturb(images: np.ndarray, name: str, severity: str | float, seed: int = 0)
     return PERTURBATIONS[name](images, level, seed)
 
 
+def perturbation_functions(fns: Mapping[str, Callable] | None = None) -> dict[str, Callable]:
+    """:data:`PERTURBATIONS` with some replaced by one's own ``fns`` (same name, same signature and units).
+
+    A replacement's output is checked: uint8 images of the input's shape.
+    """
+    out = dict(PERTURBATIONS)
+    for name, fn in (fns or {}).items():
+        if name not in PERTURBATIONS:
+            raise ConfigError(f"perturbation_fns can only replace known perturbations ({', '.join(PERTURBATIONS)}), "
+                              f"got {name!r}.")
+        out[name] = _checked_perturbation(name, fn)
+    return out
+
+
+def _checked_perturbation(name: str, fn: Callable) -> Callable:
+    def run(images, severity, seed=0):
+        x = _check_images(images)
+        y = fn(x.copy(), severity, seed)
+        if not isinstance(y, np.ndarray) or y.dtype != np.uint8 or y.shape != x.shape:
+            raise ConfigError(f"{getattr(fn, '__name__', name)} (for {name}) must return uint8 images of shape "
+                              f"{x.shape}, got {getattr(y, 'dtype', type(y).__name__)} of shape "
+                              f"{getattr(y, 'shape', None)}.")
+        return y
+    run.__name__ = getattr(fn, "__name__", name)
+    return run
+
+
 def perturbation_examples_figure(images: np.ndarray, names: Sequence[str], seed: int = 0, n: int = 3,
-                                 title: str | None = None):
-    """A few images under every perturbation and named severity (check that the shifts look plausible)."""
+                                 title: str | None = None, perturbation_fns: Mapping[str, Callable] | None = None):
+    """A few images under every perturbation and named severity (check that the shifts look plausible).
+
+    ``perturbation_fns``: replacements for some perturbations (see :func:`perturbation_functions`).
+    """
     from .plots import labelled_rows_grid
 
+    fns = perturbation_functions(perturbation_fns)
     x = _check_images(images)[:n]
     rows = {}
     for i in range(len(x)):
         imgs, caps = [x[i]], ["original"]
         for name in names:
             for sev in SEVERITIES[name]:
-                imgs.append(perturb(x[i:i + 1], name, sev, seed)[0])
+                imgs.append(fns[name](x[i:i + 1], resolve_severity(name, sev), seed)[0])
                 caps.append(f"{name}\n{sev}")
         rows[f"image {i}"] = (np.stack(imgs), caps)
     return labelled_rows_grid(rows, title=title, cell=1.5)
@@ -237,7 +268,7 @@ def evaluate_shifts(model, test, val=None, spec: DatasetSpec | str | None = None
                     severities: Mapping[str, Mapping[str, float]] | None = None, seed: int = 0, n_bins: int = 15,
                     threshold: float | None = None, hard_cases: Sequence[int] | None = None, week7=None,
                     worst: tuple[str, str] | None = None, k: int = 5, overwrite: bool = False,
-                    device=None) -> dict:
+                    device=None, perturbation_fns: Mapping[str, Callable] | None = None) -> dict:
     """Evaluate ``model`` on the test split under every perturbation and severity; write the Week-8 artifacts.
 
     ``model``: a :class:`medssl.models.Classifier`, evaluated on the device it is on, or a path to
@@ -262,6 +293,9 @@ def evaluate_shifts(model, test, val=None, spec: DatasetSpec | str | None = None
     ``perturbation_examples.png``, ``shift_reliability.png`` (+ ``_before`` / ``_after``),
     ``shift_calibration_table.md``, ``threshold_stability_table.md/.csv``,
     ``hardcase_shift_table.md``, ``hardcase_shift_gallery.png``, ``robustness_summary.json``.
+
+    ``perturbation_fns`` (``{name: fn}``) replaces the library's function of a perturbation by one's
+    own (the Week 8 exercise); its name is recorded in the summary's ``params["custom"]``.
     """
     from .decisions import (
         binary_scores,
@@ -280,6 +314,7 @@ def evaluate_shifts(model, test, val=None, spec: DatasetSpec | str | None = None
     spec = get_spec(spec) if isinstance(spec, str) else (spec or test.spec)
     model = _as_model(model, device)
     names = tuple(perturbations) if perturbations is not None else default_suite(spec.modality)
+    fns = perturbation_functions(perturbation_fns)
     sev_table = {n: dict((severities or SEVERITIES).get(n, SEVERITIES.get(n, {}))) for n in names}
     for n in names:
         if n not in PERTURBATIONS:
@@ -312,7 +347,7 @@ def evaluate_shifts(model, test, val=None, spec: DatasetSpec | str | None = None
         logits_ = {("clean", "none"): z0}
         for name in names:
             for sev, level in sev_table[name].items():
-                z = predict_logits(model, PERTURBATIONS[name](split.images, level, seed))
+                z = predict_logits(model, fns[name](split.images, level, seed))
                 logits_[(name, sev)] = z
                 rows_.append({"perturbation": name, "severity": sev, "level": float(level),
                               **calibration_metrics(softmax(z), y, pos, n_bins)})
@@ -373,7 +408,8 @@ def evaluate_shifts(model, test, val=None, spec: DatasetSpec | str | None = None
     text("robustness_table.md", table_md)
     save(lambda: robustness_figure(table, title=f"{spec.key}: metrics under shift (test)"), "robustness_plot.png")
     save(lambda: perturbation_examples_figure(test.images, names, seed,
-                                              title=f"{spec.key}: perturbations at each severity"),
+                                              title=f"{spec.key}: perturbations at each severity",
+                                              perturbation_fns=perturbation_fns),
          "perturbation_examples.png")
 
     # ---- calibration under shift, with and without temperature scaling fitted on clean validation data
@@ -492,7 +528,7 @@ def evaluate_shifts(model, test, val=None, spec: DatasetSpec | str | None = None
          + f"\nFor comparison, over all {len(labels)} test cases: mean |change| in {score_name} = "
            f"{context['mean_abs_change_all']:.4f} (hard cases: {context['mean_abs_change_hard_cases']:.4f}); error "
            f"rate {context['error_rate_all_original']:.4f} -> {context['error_rate_all_shifted']:.4f}.\n")
-    shifted_imgs = PERTURBATIONS[worst[0]](test.images, sev_table[worst[0]][worst[1]], seed)
+    shifted_imgs = fns[worst[0]](test.images, sev_table[worst[0]][worst[1]], seed)
     rows_grid = {"original": (test.images[idx], [f"{kd} #{i}\n{score_name}={score_o[i]:.3f}" for kd, i
                                                  in zip(audit["kind"], idx)]),
                  f"shifted: {worst_label}": (shifted_imgs[idx], [f"#{i}\n{score_name}={score_s[i]:.3f}"
@@ -503,6 +539,8 @@ def evaluate_shifts(model, test, val=None, spec: DatasetSpec | str | None = None
     result["params"] = {"perturbations": list(names), "severities": sev_table, "seed": seed, "n_bins": n_bins,
                         "k": k, "worst_rule": worst_rule,
                         "temperature_fitted_on": "clean val" if ts else None, "model": getattr(model, "meta", {})}
+    if perturbation_fns:
+        result["params"]["custom"] = {n: fns[n].__name__ for n in perturbation_fns}
     result["files"] = files
     if out is not None:
         summary = {k_: (v.to_dict(orient="records") if isinstance(v, pd.DataFrame) else v)

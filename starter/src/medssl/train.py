@@ -322,6 +322,41 @@ def build_optimizer(model: Classifier, lr: float, weight_decay: float, encoder_l
     return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay, fused=fused)
 
 
+def optimizer_summary(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+    """What an optimizer does to each parameter of ``model`` (in ``model.parameters()`` order).
+
+    ``lr`` / ``weight_decay``: the setting of the group holding the parameter (NaN when no group
+    holds it); ``n_groups``: how many groups hold it (1 is right); ``requires_grad``: 1 when it
+    will get gradients. Used to check a hand-written optimizer against :func:`build_optimizer`.
+    """
+    params = list(model.parameters())
+    where = {id(p): i for i, p in enumerate(params)}
+    lr, wd = np.full(len(params), np.nan), np.full(len(params), np.nan)
+    n_groups = np.zeros(len(params), dtype=np.int64)
+    for g in optimizer.param_groups:
+        for p in g["params"]:
+            i = where.get(id(p))
+            if i is None:
+                continue
+            n_groups[i] += 1
+            lr[i] = g.get("initial_lr", g["lr"])
+            wd[i] = g.get("weight_decay", 0.0)
+    return {"optimizer": type(optimizer).__name__, "lr": lr, "weight_decay": wd, "n_groups": n_groups,
+            "requires_grad": np.array([int(p.requires_grad) for p in params], dtype=np.int64)}
+
+
+def check_optimizer(model: nn.Module, optimizer, what: str = "optimizer_fn") -> torch.optim.Optimizer:
+    """``optimizer`` when it is a torch optimizer that updates every trainable parameter of ``model`` exactly once."""
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise ConfigError(f"{what} must return a torch.optim.Optimizer, got {type(optimizer).__name__}.")
+    s = optimizer_summary(model, optimizer)
+    missing = int(np.sum((s["n_groups"] == 0) & (s["requires_grad"] == 1)))
+    if missing or np.any(s["n_groups"] > 1):
+        raise ConfigError(f"{what}: every trainable parameter must be in exactly one parameter group "
+                          f"({missing} not in any, {int(np.sum(s['n_groups'] > 1))} in more than one).")
+    return optimizer
+
+
 def cosine_schedule(optimizer: torch.optim.Optimizer, total_steps: int):
     """Per-step cosine decay from each group's lr to zero."""
     return torch.optim.lr_scheduler.LambdaLR(
@@ -339,19 +374,26 @@ def selection_score(val_metrics: dict, select: str = "auroc") -> float:
 
 def fit(model: Classifier, train: SplitData, val: SplitData, spec: DatasetSpec, cfg: TrainConfig,
         device: torch.device, log_path: Path | None = None, on_best=None,
-        augment: Callable | None = None) -> tuple[list[dict], dict, int]:
+        optimizer_fn=None, augment: Callable | None = None) -> tuple[list[dict], dict, int]:
     """Train with validation after every epoch; keep the weights with the best val AUROC (or ``cfg.select``).
 
     Returns ``(history, best_state_dict, best_epoch)``. ``on_best(model, epoch, val_metrics)``
     is called whenever the best model improves (the CLI saves ``best.pt`` there).
     With ``cfg.patience > 0`` training stops after that many epochs without a
     better selection score; ``cfg.mixup > 0`` mixes the training batches.
+    ``optimizer_fn(model, head_lr=cfg.lr, encoder_lr=cfg.encoder_lr, weight_decay=cfg.weight_decay)``
+    replaces :func:`build_optimizer` (a hand-written optimizer setup); the loop, schedule, precision
+    and best-epoch choice stay the library's.
     ``augment(x, generator)`` replaces the batch augmentation of ``cfg.aug`` (see :func:`run`).
     """
     aug = supervised_augmentation(cfg.aug, spec.modality)
     shuffle_gen = make_generator(cfg.seed + 1)
     aug_gen = make_generator(cfg.seed + 2, device)
-    optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay, cfg.encoder_lr, cfg.optimizer)
+    if optimizer_fn is None:
+        optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay, cfg.encoder_lr, cfg.optimizer)
+    else:
+        optimizer = check_optimizer(model, optimizer_fn(model, head_lr=cfg.lr, encoder_lr=cfg.encoder_lr,
+                                                        weight_decay=cfg.weight_decay))
     scaler = accel.grad_scaler(device, cfg.precision)
     tsplit = TensorSplit(train, device) if cfg.loader == "tensor" else None
     steps = (tsplit.num_batches(cfg.batch_size) if tsplit else -(-len(train) // cfg.batch_size)) * cfg.epochs
