@@ -39,7 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 # each module with its unit tests: a mutant is run against these only (the tests that reach the mutated
 # function, as mutmut records them), so a mutant of a widely used helper does not rerun the training tests
 UNIT_TESTS = {
-    "calibration": ("test_calibration.py", "test_ties.py", "test_known_answers.py"),
+    "calibration": ("test_calibration.py", "test_ties.py", "test_known_answers.py", "test_multiclass.py"),
     "metrics": ("test_metrics.py", "test_ties.py", "test_known_answers.py", "test_multiclass.py"),
     "ssl": ("test_ssl.py", "test_moco_reference.py", "test_nt_xent_batch_size.py", "test_ssl_contracts.py",
             "test_fake_cuda.py"),
@@ -108,11 +108,31 @@ def prepare(workdir: Path, module: str, rev: str | None = None) -> None:
         f"pytest_add_cli_args_test_selection =\n{tests}")
 
 
-def load_equivalents() -> dict[str, str]:
+def load_equivalents() -> list[dict]:
+    """The equivalent mutants: ``[{function, before, after, reason}]``, matched by their change, not their number.
+
+    mutmut numbers the mutants of a function in order, so the numbers move whenever the function changes; the
+    changed line before and after the mutation does not.
+    """
     if not EQUIVALENTS.exists():
-        return {}
-    data = tomllib.loads(EQUIVALENTS.read_text())
-    return {name: str(reason) for name, reason in data.get("equivalent", {}).items()}
+        return []
+    return list(tomllib.loads(EQUIVALENTS.read_text()).get("equivalent", []))
+
+
+def change_of(diff: str) -> tuple[str, str]:
+    """The removed and the added lines of a mutant's diff, each joined and stripped of indentation."""
+    lines = [ln for ln in diff.splitlines() if ln[:1] in "+-" and not ln.startswith(("+++", "---"))]
+    return (" ".join(ln[1:].strip() for ln in lines if ln.startswith("-")),
+            " ".join(ln[1:].strip() for ln in lines if ln.startswith("+")))
+
+
+def equivalent_reason(name: str, diff: str, equivalents: list[dict]) -> str | None:
+    function = name.rsplit("__mutmut_", 1)[0]
+    before, after = change_of(diff)
+    for e in equivalents:
+        if e["function"] == function and e["before"].strip() == before and e["after"].strip() == after:
+            return e["reason"]
+    return None
 
 
 def read_results(workdir: Path, modules: list[str]) -> dict[str, dict[str, int | None]]:
@@ -130,7 +150,8 @@ def show(workdir: Path, name: str, python: str) -> str:
     return (r.stdout or r.stderr).strip()
 
 
-def score(results: dict[str, dict[str, int | None]], equivalents: dict[str, str]) -> list[dict]:
+def score(results: dict[str, dict[str, int | None]], diff_of, equivalents: list[dict]) -> list[dict]:
+    """Kill ratio per module; ``diff_of(name)`` gives a survivor's diff, to match it with ``equivalents``."""
     rows = []
     for m, codes in results.items():
         c = Counter()
@@ -139,13 +160,13 @@ def score(results: dict[str, dict[str, int | None]], equivalents: dict[str, str]
             if code in KILLED:
                 c["killed"] += 1
             elif code in SURVIVED or code in NO_TESTS:
-                if name in equivalents:
+                if equivalent_reason(name, diff_of(name), equivalents):
                     equivalent.append(name)
                 else:
                     c["survived" if code in SURVIVED else "no tests"] += 1
                     survivors.append(name)
             elif code in TIMEOUT:
-                c["killed"] += 1  # an infinite loop is a caught bug: the test run never passes
+                c["killed"] += 1  # the test run did not pass in time: counted as caught, and reported
                 c["timeout"] += 1
             elif code is None:
                 c["not checked"] += 1  # mutmut stopped before testing it: not counted, reported
@@ -196,7 +217,14 @@ def main(argv=None) -> int:
             print(f"{m}: {time.perf_counter() - t_m:.0f}s", flush=True)
     wall = time.perf_counter() - t0
     equivalents = load_equivalents()
-    rows = score(read_results(workdir, args.modules), equivalents)
+    diffs: dict[str, str] = {}
+
+    def diff_of(name: str) -> str:
+        if name not in diffs:
+            diffs[name] = show(workdir, name, python)
+        return diffs[name]
+
+    rows = score(read_results(workdir, args.modules), diff_of, equivalents)
     print(f"\n{'module':<12} {'mutants':>7} {'killed':>6} {'survived':>8} {'no tests':>8} {'equiv.':>6} {'kill %':>7}")
     for r in rows:
         print(f"{r['module']:<12} {r['mutants']:>7} {r['killed']:>6} {r['survived']:>8} {r['no_tests']:>8} "
@@ -214,7 +242,7 @@ def main(argv=None) -> int:
     if survivors:
         print(f"\n{len(survivors)} survivor(s): each needs a test that kills it, or an entry in {EQUIVALENTS.name}")
         for name in survivors:
-            print(f"\n--- {name}" if args.no_diffs else f"\n{show(workdir, name, python)}")
+            print(f"\n--- {name}" if args.no_diffs else f"\n{diff_of(name)}")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps({"modules": rows, "kill_ratio": total, "wall_time_s": wall,
