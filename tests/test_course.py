@@ -45,8 +45,11 @@ def _png(path: Path) -> None:
 
 def make_folder(folder: Path, week: int, dataset: str = "breastmnist", tasks=(), seed: int = 0,
                 smoke: bool = False) -> Path:
-    """A valid submission: every required and optional file of the week's core and ``tasks``."""
+    """A valid submission: every required and optional file of the week's core and ``tasks``, exercises passed."""
     folder.mkdir(parents=True, exist_ok=True)
+    if check.week_has_exercises(week):
+        (folder / check.SELF_CHECKS_FILE).write_text(json.dumps({"week": week, "checks": {
+            "exercise": {"status": "PASS", "message": "all 3 stored cases match."}}}))
     for d in [M.core(week), *(M.task(t) for t in tasks)]:
         for f in d.files:
             if f.status == M.BY_HAND:

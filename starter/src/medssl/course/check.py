@@ -1,8 +1,9 @@
 """The submission checker: does a results folder hold what :mod:`medssl.course.manifest` asks of its week?
 
 Every problem has a level. ``missing`` and ``malformed`` fail the check; ``to add`` (a file the student makes
-by hand, such as a screenshot) and ``to write`` (a place left for the student's own words) are listed, and fail
-it only when strict; a ``note`` is for information.
+by hand, such as a screenshot), ``to write`` (a place left for the student's own words) and ``exercise`` (a
+self-check of a *your turn* exercise that did not pass, from ``self_checks.json``) are listed, and fail it only when
+strict; a ``note`` is for information.
 """
 
 from __future__ import annotations
@@ -20,13 +21,15 @@ from ..errors import ConfigError
 from . import manifest as M
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-LEVELS = ("missing", "malformed", "to add", "to write", "note")
+SELF_CHECKS_FILE = "self_checks.json"
+LEVELS = ("missing", "malformed", "to add", "to write", "exercise", "note")
 FAILING = ("missing", "malformed")
+TO_DO = ("to add", "to write", "exercise")  # listed; fail the check only when strict
 
 
 @dataclass
 class Problem:
-    level: str        # missing | malformed | to add | to write | note
+    level: str        # one of LEVELS
     file: str
     message: str = ""
 
@@ -52,12 +55,12 @@ class CheckReport:
         return [p for p in self.problems if p.level in levels]
 
     def passed(self, strict: bool = False) -> bool:
-        return not self.of(*FAILING, *(("to add", "to write") if strict else ()))
+        return not self.of(*FAILING, *(TO_DO if strict else ()))
 
     def format(self, strict: bool = False, label: str | None = None) -> str:
         label = label or str(self.folder)
         status = "OK" if self.passed(strict) else f"FAILED ({len(self.of(*FAILING))} problem(s))"
-        if self.passed(strict) and strict is False and self.of("to add", "to write"):
+        if self.passed(strict) and strict is False and self.of(*TO_DO):
             status = "OK (still to do by hand, see below)"
         what = f"Week {self.week}" + (f", {self.dataset}" if self.dataset else "") + (
             f", {self.student}" if self.student else "")
@@ -298,12 +301,43 @@ def check_folder(folder: str | os.PathLike, week: int | None = None, dataset: st
     if week == 8 and not chosen:
         ids = ", ".join(d.id for d in M.extra_tasks(8, report.dataset)) or ", ".join(M.EXTRA_TASK_IDS[-6:])
         report.add("missing", "Week 8 task files", f"no Week 8 task started; the team tasks are {ids}")
-    known = M.allowed_names(week)
+    _check_self_checks(folder, week, report)
+    known = M.allowed_names(week) | {SELF_CHECKS_FILE}
     for p in sorted(folder.iterdir()):
         if p.name.startswith(".") or p.is_dir() or p.name in known or p.suffix == ".ipynb":
             continue
         report.add("note", p.name, "not in the manifest (fine for your own extras; the checker ignores it)")
     return report
+
+
+def _check_self_checks(folder: Path, week: int, report: CheckReport) -> None:
+    """``self_checks.json`` (written by the notebook's self-checks): every check that did not pass is listed."""
+    path = folder / SELF_CHECKS_FILE
+    if not path.exists():
+        if week_has_exercises(week):
+            report.add("exercise", SELF_CHECKS_FILE, "missing: run the week's self-check cells (the notebook "
+                       "writes it) to record your exercises")
+        return
+    try:
+        data = json.loads(path.read_text())
+        checks = data["checks"]
+        rows = [(str(name), str(r["status"]), str(r.get("message", ""))) for name, r in checks.items()]
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        report.add("malformed", SELF_CHECKS_FILE, f"cannot read the self-check results ({type(exc).__name__}: {exc})")
+        return
+    if data.get("week") not in (None, week):
+        report.add("malformed", SELF_CHECKS_FILE, f"holds Week {data.get('week')}'s self-checks, not Week {week}'s")
+    report.checked.append(SELF_CHECKS_FILE)
+    for name, status, message in sorted(rows):
+        if status != "PASS":
+            report.add("exercise", f"self-check {name}", f"{status}: {message}" if message else status)
+
+
+def week_has_exercises(week: int) -> bool:
+    """Whether Week ``week`` has self-checked exercises (a stored expected-values file in the course)."""
+    from ..selfcheck import expected_path
+
+    return expected_path(week).exists()
 
 
 def _no_week(folder: Path) -> int:

@@ -23,7 +23,7 @@ from pathlib import Path
 from ..errors import ConfigError, OutputExistsError
 from ..utils import get_logger, relative_path
 from . import manifest as M
-from .check import check_folder, check_group
+from .check import TO_DO, check_folder, check_group
 from .collect import HANDIN_DIR, make_submission_zip
 from .config import repo_root
 from .environment import SMOKE_EPOCHS, SMOKE_RESULTS_ENV, SMOKE_STEM, drive_folder, in_colab, smoke_from_env
@@ -184,9 +184,11 @@ class WeekRun(WeekFiles, WeekJobs):
         print(report.format(label=label))
         if not report.passed():
             raise ConfigError(f"the Week {self.week} folder is incomplete: see the list above.")
-        todo = report.of("to add", "to write")
-        if todo:
+        if report.of("to add", "to write"):
             print("\nBefore you hand in: add the files marked 'to add' and write the places marked 'to write'.")
+        if report.of("exercise"):
+            print("Exercises whose self-check did not pass are listed as 'exercise': the week used the library's "
+                  "version for them. Fix them and re-run their cells if you can.")
         return report
 
     def hand_in(self, download: bool | None = None) -> Path | None:
@@ -211,10 +213,10 @@ class WeekRun(WeekFiles, WeekJobs):
         with zipfile.ZipFile(path) as zf:
             n = len(zf.infolist())
         print(f"hand-in zip: {self.rel(path)} ({n} files, {path.stat().st_size / 1024:.0f} KB)")
-        todo = report.of("to add", "to write")
+        todo = report.of(*TO_DO)
         if todo:
-            print(f"still {len(todo)} item(s) to add or write (listed by the check above): do them and run this cell "
-                  "again; the new zip gets the next free name.")
+            print(f"still {len(todo)} item(s) to add, write or fix (listed by the check above): do them and run "
+                  "this cell again; the new zip gets the next free name.")
         if in_colab() if download is None else download:
             if not in_colab():
                 raise ConfigError("download=True works in Colab only; the zip is at the path above.")
