@@ -1,11 +1,22 @@
-"""Build the weekly notebooks from the cell text below (one source of truth for their shared cells).
+"""Build the weekly notebooks, in two editions, from one source: ``notebooks/cells/weekNN.py``.
 
-    python notebooks/build_notebooks.py                 # write every WeekNN_*.ipynb (no outputs)
-    python notebooks/build_notebooks.py --weeks 1 2     # only some weeks
-    python notebooks/build_notebooks.py --execute       # also run them in smoke mode and keep the outputs
+    python notebooks/build_notebooks.py                     # write every week's two editions (no outputs)
+    python notebooks/build_notebooks.py --weeks 1 2         # only some weeks
+    python notebooks/build_notebooks.py --execute           # also run the instructor edition in smoke mode
+    python notebooks/build_notebooks.py --self-checks-only  # only the self-checks' expected values
 
-The committed notebooks carry the outputs of a smoke-mode run (``--execute``),
-because nbval compares the cells marked ``# NBVAL_CHECK_OUTPUT`` against them.
+* **Student edition**, ``notebooks/WeekNN_*.ipynb``: every solution region (nbgrader's
+  ``### BEGIN SOLUTION`` ... ``### END SOLUTION`` lines in the cell text) becomes
+  ``# YOUR CODE HERE`` + ``raise NotImplementedError()``; cells tagged ``instructor``
+  are left out; no outputs and no test markers. Until a student fills in an exercise,
+  its self-check says TODO and the week runs on the library's version.
+* **Instructor edition**, ``notebooks/solutions/WeekNN_*.ipynb``: the solutions filled in
+  (region markers kept), executed in smoke mode with ``--execute``; nbval runs these and
+  compares the cells tagged ``nbval-check-output`` with their committed outputs.
+* **Expected values** of the self-checks, ``notebooks/self_checks/weekNN.json``: each cell
+  module's ``self_checks()`` runs the library's reference on fixed inputs here, at build
+  time; the notebooks compare with the stored values and never call the reference.
+
 Needs the real data files in ``$MEDMNIST_ROOT`` for ``--execute``.
 
 The course's repository URL (Colab badges, the setup cell's clone) comes from
@@ -15,6 +26,7 @@ The course's repository URL (Colab badges, the setup cell's clone) comes from
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import sys
@@ -33,10 +45,20 @@ import cells  # noqa: E402  (the text of every week's cells: notebooks/cells/wee
 
 from medssl import manifest as M  # noqa: E402
 from medssl.course import PLACEHOLDER_URL, course_config, github_slug  # noqa: E402
+from medssl.selfcheck import expected_from_spec, expected_path, write_expected  # noqa: E402
 
 WEEKS = cells.WEEKS
+SOLUTIONS = HERE / "solutions"           # the instructor edition
 
-CHECK = "# NBVAL_CHECK_OUTPUT"
+CHECK_TAG = "nbval-check-output"         # nbval compares this cell's output with the committed one
+INSTRUCTOR_TAG = "instructor"            # a cell only the instructor edition has
+BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
+STUB = ("# YOUR CODE HERE", "raise NotImplementedError()")
+EDITIONS = ("student", "instructor")
+
+
+class BuildError(Exception):
+    """The cell text is malformed (e.g. an unmatched solution marker)."""
 
 
 def md(text: str):
@@ -44,13 +66,80 @@ def md(text: str):
 
 
 def code(text: str, check: bool = False, tags: tuple[str, ...] = ()):
-    src = textwrap.dedent(text).strip()
-    if check:
-        src = f"{CHECK}\n{src}"
-    cell = new_code_cell(src)
+    """A code cell; ``check``: nbval compares its output (instructor edition); ``tags=("instructor",)``: only there."""
+    cell = new_code_cell(textwrap.dedent(text).strip())
+    tags = list(tags) + ([CHECK_TAG] if check else [])
     if tags:
-        cell.metadata["tags"] = list(tags)
+        cell.metadata["tags"] = tags
     return cell
+
+
+def solution_regions(src: str) -> list[tuple[int, int]]:
+    """``(begin, end)`` line numbers of each solution region's marker lines in ``src``."""
+    regions, start = [], None
+    for i, line in enumerate(src.split("\n")):
+        mark = line.strip()
+        if mark == BEGIN:
+            if start is not None:
+                raise BuildError(f"line {i + 1}: {BEGIN} inside another solution region")
+            start = i
+        elif mark == END:
+            if start is None:
+                raise BuildError(f"line {i + 1}: {END} without {BEGIN}")
+            regions.append((start, i))
+            start = None
+        elif BEGIN.split()[-1] in mark and mark.startswith("###"):
+            raise BuildError(f"line {i + 1}: malformed solution marker {mark!r}")
+    if start is not None:
+        raise BuildError(f"line {start + 1}: {BEGIN} without {END}")
+    return regions
+
+
+def student_source(src: str, stubs=None) -> str:
+    """``src`` with every solution region replaced by nbgrader's stub, at the region's indentation.
+
+    ``stubs``: other lines to put in, one sequence of lines per region (the tests put wrong code there).
+    """
+    lines = src.split("\n")
+    regions = solution_regions(src)
+    stubs = [STUB] * len(regions) if stubs is None else list(stubs)
+    if len(stubs) != len(regions):
+        raise BuildError(f"{len(stubs)} replacements for {len(regions)} solution regions")
+    for (begin, end), stub in reversed(list(zip(regions, stubs))):
+        indent = lines[begin][:len(lines[begin]) - len(lines[begin].lstrip())]
+        lines[begin:end + 1] = [indent + s if s else s for s in stub]
+    return "\n".join(lines)
+
+
+def solution_lines(src: str) -> list[str]:
+    """The lines inside ``src``'s solution regions (markers excluded)."""
+    lines = src.split("\n")
+    return [line for b, e in solution_regions(src) for line in lines[b + 1:e]]
+
+
+def edition(nb: nbformat.NotebookNode, which: str) -> nbformat.NotebookNode:
+    """The student or instructor edition of a built notebook (see the module docstring)."""
+    if which not in EDITIONS:
+        raise ValueError(f"edition must be one of {EDITIONS}, got {which!r}")
+    out = copy.deepcopy(nb)
+    kept = []
+    for cell in out.cells:
+        tags = list(cell.metadata.get("tags", []))
+        if cell.cell_type == "code":
+            solution_regions(cell.source)  # malformed markers fail both editions
+            if which == "student":
+                if INSTRUCTOR_TAG in tags:
+                    continue
+                cell.source = student_source(cell.source)
+                tags = [t for t in tags if not t.startswith("nbval-")]
+            cell.outputs, cell.execution_count = [], None
+        if tags:
+            cell.metadata["tags"] = tags
+        else:
+            cell.metadata.pop("tags", None)
+        kept.append(cell)
+    out.cells = kept
+    return out
 
 
 def badge(name: str, cfg: dict | None = None) -> str:
@@ -141,14 +230,20 @@ def params_cell(extra: str, model: str, epochs_note: str, fracs: str = "None  # 
     return code(base + ("\n" + extra if extra else ""), tags=("parameters",))
 
 
-def start_cell(week: int, extra_args: str = "") -> object:
+def start_cell(week: int, extra_args: str = "", self_checks: bool | None = None) -> object:
+    """The cell that makes ``wk``; for a week with exercises (``self_checks()`` in its cells) also ``sc``."""
+    if self_checks is None:
+        self_checks = hasattr(WEEKS.get(week), "self_checks")
     more = f",\n                {extra_args.lstrip(', ')}" if extra_args else ""
-    return code(textwrap.dedent("""
+    src = textwrap.dedent("""
         wk = ch.WeekRun(week=WEEK, dataset=DATASET_KEY, student=STUDENT, model=MODEL_NAME, epochs=EPOCHS,
                         batch_size=BATCH_SIZE, seed=SEED, label_fracs=LABEL_FRACS, results_root=RESULTS_ROOT,
                         smoke=SMOKE, overwrite=OVERWRITE, drive=DRIVE, precision=PRECISION,
-                        deterministic=DETERMINISTIC""").strip().replace("WEEK", str(week))
-                + more + ")\nprint(wk.describe())", check=True)
+                        deterministic=DETERMINISTIC""").strip().replace("WEEK", str(week)) + more + ")"
+    if self_checks:
+        src = ("from medssl.selfcheck import SelfChecks\n\n" + src + f"\nsc = SelfChecks(week={week}, out_dir=wk.out)"
+               "  # your exercises' checks: PASS / FAIL / TODO, kept in self_checks.json")
+    return code(src + "\nprint(wk.describe())", check=True)
 
 
 HAND_IN_MD = """
@@ -164,10 +259,19 @@ def hand_in_cells() -> list:
     return [md(HAND_IN_MD), code("zip_path = wk.hand_in()")]
 
 
-def build(week: int, cfg: dict | None = None) -> nbformat.NotebookNode:
+INSTRUCTOR_NOTE = ("*Instructor edition: the exercises are filled in (between `### BEGIN SOLUTION` and "
+                   "`### END SOLUTION`) and every self-check passes. Students work in `notebooks/{file}`.*")
+
+
+def build(week: int, cfg: dict | None = None, which: str = "student") -> nbformat.NotebookNode:
+    """One week's notebook in edition ``which`` ("student" or "instructor"), without outputs."""
     cfg = cfg or course_config(HERE.parent)
     mod = WEEKS[week]
-    body = [md(f"{badge(mod.FILE, cfg)}\n\n" + textwrap.dedent(mod.INTRO).strip()), setup_cell(cfg)]
+    if which == "instructor":
+        intro = f"{badge('solutions/' + mod.FILE, cfg)}\n\n{INSTRUCTOR_NOTE.format(file=mod.FILE)}\n\n"
+    else:
+        intro = f"{badge(mod.FILE, cfg)}\n\n"
+    body = [md(intro + textwrap.dedent(mod.INTRO).strip()), setup_cell(cfg)]
     body += mod.cells(md=md, code=code, params_cell=params_cell, start_cell=start_cell)
     if M.core(week).location != "group":  # Weeks 9-10 are group work, handed in through the group's repository
         body += hand_in_cells()
@@ -176,7 +280,17 @@ def build(week: int, cfg: dict | None = None) -> nbformat.NotebookNode:
     nb.metadata["language_info"] = {"name": "python"}
     nb.metadata["colab"] = {"provenance": []}
     nb.metadata["accelerator"] = "GPU"
-    return nb
+    return edition(nb, which)
+
+
+def write_self_checks(week: int) -> Path | None:
+    """Write ``notebooks/self_checks/weekNN.json`` from the week's ``self_checks()`` (None: the week has none)."""
+    mod = WEEKS[week]
+    if not hasattr(mod, "self_checks"):
+        return None
+    path = expected_path(week, HERE.parent)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return write_expected(path, expected_from_spec(mod.self_checks()))
 
 
 def execute(path: Path, results_root: Path, timeout: int = 1200) -> float:
@@ -208,18 +322,28 @@ def main(argv=None) -> int:
     p.add_argument("--weeks", nargs="*", type=int, default=sorted(WEEKS))
     p.add_argument("--execute", action="store_true", help="run in smoke mode and keep the outputs")
     p.add_argument("--results-root", default=None, help="smoke results root (default: a fresh temp folder)")
+    p.add_argument("--self-checks-only", action="store_true",
+                   help="only write the self-checks' expected values (notebooks/self_checks/weekNN.json)")
     args = p.parse_args(argv)
+    for w in args.weeks:
+        path = write_self_checks(w)
+        if path is not None:
+            print(f"wrote {path.relative_to(HERE.parent)}", flush=True)
+    if args.self_checks_only:
+        return 0
     cfg = course_config(HERE.parent)
     if PLACEHOLDER_URL in cfg["repo_url"]:
         print(f"note: course.toml still has the placeholder repo_url {cfg['repo_url']}: the Colab badges lead "
               "nowhere and the setup cell stops in Colab until it is set to the course's repository.", flush=True)
     root = Path(args.results_root) if args.results_root else Path(tempfile.mkdtemp(prefix="medssl-build-")) / "results"
+    SOLUTIONS.mkdir(exist_ok=True)
     for w in args.weeks:
-        path = HERE / WEEKS[w].FILE
-        nbformat.write(build(w, cfg), path)
-        msg = f"wrote {path.name}"
+        student, instructor = HERE / WEEKS[w].FILE, SOLUTIONS / WEEKS[w].FILE
+        nbformat.write(build(w, cfg, "student"), student)
+        nbformat.write(build(w, cfg, "instructor"), instructor)
+        msg = f"wrote {student.relative_to(HERE.parent)} and {instructor.relative_to(HERE.parent)}"
         if args.execute:
-            msg += f" and executed it in smoke mode in {execute(path, root):.0f}s"
+            msg += f", executed the latter in smoke mode in {execute(instructor, root):.0f}s"
         print(msg, flush=True)
     return 0
 

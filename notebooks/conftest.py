@@ -1,10 +1,15 @@
-"""nbval runs of the weekly notebooks (``pytest --nbval-lax ... notebooks/``).
+"""nbval runs of the weekly notebooks' instructor edition (``pytest --nbval-lax ... notebooks/``).
+
+nbval runs ``notebooks/solutions/Week*.ipynb``, the instructor edition: exercises
+filled in, outputs of a smoke-mode build kept, every self-check PASS. The student
+edition (``notebooks/Week*.ipynb``) has no outputs to compare and is not
+collected here; ``tests/test_editions.py`` runs it on the library's fallback.
 
 The committed notebooks are executed as they are, so their parameters cells
 must switch to smoke mode by themselves: ``MEDSSL_SMOKE=1`` does that. Their
 results go to a fresh temporary folder (``MEDSSL_RESULTS_ROOT``), shared by all
 weeks of the session so that Week 5 finds Week 4's encoder. Only the cells
-marked ``# NBVAL_CHECK_OUTPUT`` are compared with the committed outputs (after
+tagged ``nbval-check-output`` are compared with the committed outputs (after
 ``nbval_sanitize.cfg``); every other cell just has to run without error.
 
 The notebooks need the real BreastMNIST file (their default dataset): without it
@@ -25,7 +30,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("MEDSSL_RESULTS_ROOT", str(Path(tempfile.mkdtemp(prefix="medssl-nbval-")) / "results"))
 
-NBVAL_NOTEBOOKS = "Week*.ipynb"  # the course notebooks; others opt in by matching this pattern
+NBVAL_NOTEBOOKS = "solutions/Week*.ipynb"  # the instructor edition; others opt in by matching this pattern
 
 
 def pytest_ignore_collect(collection_path: Path, config):

@@ -16,6 +16,10 @@ INTRO = """
 3. **Comparison** — accuracy and AUROC side by side, confusion matrices, 3–5 misclassified test images.
 4. **Calibration snapshot** — a reliability diagram and ECE for each model.
 
+**Your turn** (section 2): a training augmentation — random horizontal flips and brightness/contrast jitter on a
+whole batch at once. When its self-check passes, the preview and one extra smallcnn run use your pipeline;
+until then they use the library's.
+
 **You hand in** `results/week2/<dataset>/<your_name>/`: `metrics_smallcnn.json`, `metrics_resnet18_head.json`,
 `cm_smallcnn.png`, `cm_resnet18_head.png`, `misclassified_gallery.png`, `reliability_resnet18_head.png`
 (+ `reliability_smallcnn.png`, `examples_per_class.png`) and `README_week2.md`.
@@ -49,6 +53,7 @@ def cells(md, code, params_cell, start_cell):
               f"mean {x.mean():.1f}, std {x.std():.1f}")
         """, check=True),
         code("""
+        import matplotlib.pyplot as plt
         from medssl.plots import image_grid
 
         rng = np.random.default_rng(SEED)
@@ -60,8 +65,85 @@ def cells(md, code, params_cell, start_cell):
         wk.save_figure("examples_per_class.png", fig)
         wk.show("examples_per_class.png")
         """),
+        md(r"""
+        ## 2. Your turn: a training augmentation
+        Augmentation shows the model plausible variants of each training image, so it cannot memorise the exact
+        pixels. The library does this on whole batches at once on the GPU; you write the same for three operations:
+
+        1. **flip** each image left-right (the last axis) with probability `p_flip` — never upside down;
+        2. **brightness**: multiply each image by its own factor from $U(1 - b, 1 + b)$, then clip to [0, 1];
+        3. **contrast**: scale each image's deviations from its own mean pixel value by a factor from
+           $U(1 - c, 1 + c)$: $x \leftarrow (x - \bar x) \cdot f + \bar x$, then clip to [0, 1].
+
+        `x` is a `uint8` batch of shape `(B, 1, H, W)`; return `float32` in [0, 1] (divide by 255 first), same shape.
+        Draw the random numbers from `generator` only, one per image per step, **in this order**:
+        `torch.rand(B, generator=generator, device=x.device)` for the flips (`< p_flip` means flip), then
+        for the brightness factors, then for the contrast factors. (Then the same seed gives the same batch as
+        the library's `BatchAugment`, which is how the self-check can compare.)
+
+        *Hints:* `torch.where(mask.view(B, 1, 1, 1), x.flip(-1), x)`; `u * (hi - lo) + lo` maps `u` from
+        $U(0, 1)$ to $U(lo, hi)$; `x.mean(dim=(1, 2, 3), keepdim=True)` is each image's mean.
+        """),
+        code("""
+        import torch
+
+
+        def my_augment(x, generator=None, p_flip=0.5, brightness=0.1, contrast=0.1):
+            \"\"\"uint8 (B, 1, H, W) -> float32 (B, 1, H, W) in [0, 1]: random flip, brightness and contrast.\"\"\"
+            ### BEGIN SOLUTION
+            x = x.float() / 255.0
+            b = x.shape[0]
+            flip = torch.rand(b, generator=generator, device=x.device) < p_flip
+            x = torch.where(flip.view(b, 1, 1, 1), x.flip(-1), x)
+            factor = torch.rand(b, generator=generator, device=x.device) * (2 * brightness) + (1 - brightness)
+            x = (x * factor.view(b, 1, 1, 1)).clamp(0, 1)
+            factor = torch.rand(b, generator=generator, device=x.device) * (2 * contrast) + (1 - contrast)
+            mean = x.mean(dim=(1, 2, 3), keepdim=True)
+            return ((x - mean) * factor.view(b, 1, 1, 1) + mean).clamp(0, 1)
+            ### END SOLUTION
+        """),
+        code("""
+        # Self-check: stored batches for fixed images and seeds, then properties of any correct pipeline.
+        def seeded(seed):
+            return torch.Generator().manual_seed(seed)
+
+
+        imgs = torch.from_numpy(splits["train"].images[:4])
+
+
+        def in_range():
+            y = my_augment(imgs, seeded(0))
+            return y.dtype == torch.float32 and y.shape == imgs.shape and 0 <= y.min() and y.max() <= 1
+
+
+        def only_the_generator_is_random():
+            first = my_augment(imgs, seeded(3))
+            torch.rand(5)  # moves torch's global random state, which a correct pipeline never reads
+            return torch.equal(first, my_augment(imgs, seeded(3)))
+
+
+        sc.check("augment", lambda x, seed, p, b, c: my_augment(x, seeded(seed), p, b, c), properties=[
+            ("float32 in [0, 1], same shape", in_range),
+            ("p_flip=1 and no jitter mirrors every image left-right",
+             lambda: torch.allclose(my_augment(imgs, seeded(0), 1.0, 0.0, 0.0), imgs.flip(-1).float() / 255)),
+            ("p_flip=0 and no jitter changes nothing",
+             lambda: torch.allclose(my_augment(imgs, seeded(0), 0.0, 0.0, 0.0), imgs.float() / 255)),
+            ("the same seed gives the same batch", only_the_generator_is_random),
+        ])
+        """, check=True),
+        code("""
+        from medssl.augment import AugSpec, BatchAugment
+
+        library_augment = BatchAugment(AugSpec("flip+brightness+contrast", hflip=0.5, brightness=0.1, contrast=0.1))
+        augment = sc.pick("augment", my_augment, library_augment, "augmentation pipeline")
+        x = torch.from_numpy(train.images[pick[:6]])
+        views = [x.numpy()] + [(augment(x, seeded(SEED + k)) * 255).round().byte().numpy() for k in (1, 2)]
+        fig = image_grid(np.concatenate(views), ["original"] * 6 + ["augmented"] * 12, ncols=6,
+                         title="your augmentation, two draws" if augment is my_augment else "two augmented draws")
+        plt.show()
+        """),
         md("""
-        ## 2. Two baselines
+        ## 3. Two baselines
         Both models see exactly the same data and settings; only the architecture and what is trainable differ.
         The frozen ResNet-18 learns only `512 × 2 + 2` numbers, so it can only be as good as its features.
         Without internet (or without ImageNet weights) its backbone falls back to random initialisation and the
@@ -77,7 +159,7 @@ def cells(md, code, params_cell, start_cell):
         """),
         code("""
         print(ch.run_facts(results))
-        """, check=True),
+        """, check=True, tags=("instructor",)),
         code("""
         from medssl.plots import confusion_matrix_figure
 
@@ -92,7 +174,26 @@ def cells(md, code, params_cell, start_cell):
         wk.show("cm_resnet18_head.png", width=320)
         """),
         md("""
-        ## 3. What does the model get wrong?
+        ### The smallcnn again, trained with the augmentation pipeline from section 2
+        The baseline above uses the library's `light` preset (flip, rotation, brightness/contrast or speckle). The
+        run below changes only the augmentation — to the pipeline picked in section 2 (yours when its check passed)
+        — everything else is the same: a first look at what augmentation does; Week 3 studies it properly.
+        """),
+        code("""
+        from medssl.train import run as train_run
+
+        cfg = wk.train_config(model="smallcnn")
+        source = "yours" if augment is my_augment else "library"
+        aug_dir = wk.job("smallcnn_flipjitter", {**cfg.to_dict(), "augment": source},
+                         lambda out: train_run(cfg, out, overwrite=True, augment=augment),
+                         ch.config_defaults(type(cfg)))
+        aug_result = ch.load_json(aug_dir / "test_metrics.json")
+        aug_rows = ch.metrics_rows({"smallcnn (library 'light')": results["smallcnn"],
+                                    f"smallcnn ({source} flip+brightness+contrast)": aug_result})
+        print(ch.markdown_table(aug_rows))
+        """),
+        md("""
+        ## 4. What does the model get wrong?
         The gallery shows the test images the better model (chosen on the **validation** AUROC, never on test)
         got wrong with the highest confidence. Look for patterns: image quality, borderline cases, label noise?
         """),
@@ -110,7 +211,7 @@ def cells(md, code, params_cell, start_cell):
         wk.show("misclassified_gallery.png")
         """),
         md("""
-        ## 4. First calibration snapshot
+        ## 5. First calibration snapshot
         ECE here is computed on P(positive) with 15 equal-width bins (`medssl.calibration`). Compare the two
         reliability diagrams: which model is over-confident, and where (which bins)?
         """),
@@ -120,7 +221,7 @@ def cells(md, code, params_cell, start_cell):
                   f"{results[name]['ece_n_bins']} bins)")
         wk.show("reliability_resnet18_head.png", width=420)
         """),
-        md("## 5. README"),
+        md("## 6. README"),
         code("""
         r = wk.readme()
         r.h("Dataset recap")
@@ -140,6 +241,12 @@ def cells(md, code, params_cell, start_cell):
         r.figure("cm_resnet18_head.png", "Confusion matrix, ResNet-18 head-only")
         r.student("Which baseline is better, on which metric, and why might that be (capacity, frozen features, "
                   "data size)?")
+        r.h("Augmentation: a first look")
+        r.table(aug_rows)
+        r.p(f"The second run trained with {'your' if augment is my_augment else 'the library'}'s flip + brightness "
+            "+ contrast pipeline (p = 0.5, ±0.1, ±0.1) instead of the library's `light` preset; all else equal.")
+        r.student("Did the augmentation change the test metrics by more than what a single run's noise could "
+                  "explain? (Week 3 repeats this with a stronger model.)")
         r.h("Calibration snapshot")
         r.table([{"model": k, "ECE": v["ece"]} for k, v in results.items()])
         r.figure("reliability_resnet18_head.png", "Reliability, ResNet-18 head-only")
@@ -156,3 +263,20 @@ def cells(md, code, params_cell, start_cell):
         report = wk.finish()
         """),
     ]
+
+
+def self_checks() -> dict:
+    """Expected values of this week's self-checks (computed by the library when the notebooks are built)."""
+    import numpy as np
+    import torch
+
+    from medssl.augment import AugSpec, BatchAugment
+
+    def reference(x, seed, p, b, c):
+        aug = BatchAugment(AugSpec("flip+brightness+contrast", hflip=p, brightness=b, contrast=c))
+        return aug(x, torch.Generator().manual_seed(seed))
+
+    rng = np.random.default_rng(2)
+    cases = [{"args": [torch.from_numpy(rng.integers(0, 256, size=(4, 1, 6, 6), dtype=np.uint8)), seed, p, b, c]}
+             for seed, p, b, c in [(0, 0.5, 0.1, 0.1), (1, 0.5, 0.3, 0.2), (7, 0.9, 0.05, 0.4)]]
+    return {"augment": {"reference": reference, "cases": cases, "atol": 1e-5, "rtol": 1e-4}}

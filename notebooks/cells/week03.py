@@ -20,6 +20,10 @@ records the init). `resnet18_head` then trains a linear head on *random* feature
 statistics are first estimated on the training images (`bn_recalibrated`): expect it well below the
 finetune-all variants, which is the point of the comparison rather than a broken run.
 
+**Your turn** (section 3): a function that reads a learning curve — the epoch to keep and whether the run over- or
+underfitted. When its self-check passes, the week's learning-curve table, its flags and the README use your reader;
+until then they use the library's.
+
 Augmentations must stay *medically plausible*: no vertical flips, no large rotations, nothing that inverts
 intensities or erases a small lesion. Then read the learning curves (over- or underfitting?) and pick the
 **recommended supervised baseline** you carry into the SSL weeks — chosen on the *validation* AUROC.
@@ -80,7 +84,7 @@ def cells(md, code, params_cell, start_cell):
         """),
         code("""
         print(ch.run_facts(results))
-        """, check=True),
+        """, check=True, tags=("instructor",)),
         code("""
         for name, res in results.items():
             wk.publish_metrics(f"metrics_{name}.json", res, run_dir=wk.rel(wk.run_dir(name)))
@@ -88,28 +92,95 @@ def cells(md, code, params_cell, start_cell):
         print(ch.markdown_table(ch.metrics_rows(results)))
         """),
         md("""
-        ## 3. Reading the learning curves
+        ## 3. Your turn: read a learning curve
         *Overfitting*: training loss keeps falling while validation loss turns up (the gap widens).
-        *Underfitting*: both losses stay high and flat. The table gives the hints; the curves give the picture.
+        *Underfitting*: the training loss barely falls — the model has not even fitted the training images.
+        Eyes do this from the figure; here you write the rules down, so that they can be applied to every run
+        the same way. Each run logged one row per epoch in `val_log.jsonl`
+        (`{"epoch": 1, "train_loss": ..., "val_loss": ..., "val_auroc": ..., ...}`).
+        Write `my_read_curve(log, rise_tol=0.1, flat_tol=0.2, min_epochs=3)` returning a dict with
+
+        * `"best_epoch"`: the `epoch` with the highest `val_auroc` — the earliest one on ties (the weights
+          training keeps); if `val_auroc` is NaN (one class only), count −`val_loss` instead;
+        * `"best_val_auroc"`: the `val_auroc` of that epoch;
+        * `"min_val_loss_epoch"`: the `epoch` with the lowest `val_loss` (earliest on ties);
+        * `"val_loss_rise"`: last `val_loss` minus the lowest `val_loss`;
+        * `"fit"`, the first that applies: `"too short to tell"` (fewer than `min_epochs` rows);
+          `"overfitting"` (the rise is more than `rise_tol` × the lowest `val_loss`, **and** the last `train_loss` is
+          below the `train_loss` at the lowest-validation-loss epoch); `"underfitting"` (the last `train_loss` is above
+          (1 − `flat_tol`) × the first one); otherwise `"good fit"`.
+
+        *Hints:* `max(range(len(log)), key=...)` finds an index; a key that is a tuple `(score, -i)` breaks ties
+        towards the earliest; `math.isnan`.
+        """),
+        code("""
+        import math
+
+
+        def my_read_curve(log, rise_tol=0.1, flat_tol=0.2, min_epochs=3):
+            \"\"\"What a learning curve (a list of per-epoch dicts) says: the epoch to keep, and the fit.\"\"\"
+            ### BEGIN SOLUTION
+            def score(row):
+                return row["val_auroc"] if not math.isnan(row["val_auroc"]) else -row["val_loss"]
+
+            best = max(range(len(log)), key=lambda i: (score(log[i]), -i))
+            low = min(range(len(log)), key=lambda i: (log[i]["val_loss"], i))
+            rise = log[-1]["val_loss"] - log[low]["val_loss"]
+            if len(log) < min_epochs:
+                fit = "too short to tell"
+            elif rise > rise_tol * log[low]["val_loss"] and log[-1]["train_loss"] < log[low]["train_loss"]:
+                fit = "overfitting"
+            elif log[-1]["train_loss"] > (1 - flat_tol) * log[0]["train_loss"]:
+                fit = "underfitting"
+            else:
+                fit = "good fit"
+            return {"best_epoch": log[best]["epoch"], "best_val_auroc": log[best]["val_auroc"],
+                    "min_val_loss_epoch": log[low]["epoch"], "val_loss_rise": rise, "fit": fit}
+            ### END SOLUTION
+        """),
+        code("""
+        # Self-check: stored readings of made-up curves, then properties of any correct reader.
+        def curve(train, val, auroc):
+            return [{"epoch": e, "train_loss": t, "val_loss": v, "val_auroc": a}
+                    for e, (t, v, a) in enumerate(zip(train, val, auroc), 1)]
+
+
+        rising = curve([0.7, 0.5, 0.4, 0.3], [0.6, 0.5, 0.55, 0.6], [0.7, 0.8, 0.9, 0.95])
+        sc.check("learning_curve", my_read_curve, properties=[
+            ("epochs are the log's numbers, from 1", lambda: my_read_curve(rising)["best_epoch"] == 4),
+            ("the lowest validation loss is found", lambda: my_read_curve(rising)["min_val_loss_epoch"] == 2),
+            ("one epoch is too short to tell", lambda: my_read_curve(rising[:1])["fit"] == "too short to tell"),
+            ("rise_tol sets how much of a rise counts",
+             lambda: my_read_curve(rising, rise_tol=0.1)["fit"] == "overfitting"
+             and my_read_curve(rising, rise_tol=0.3)["fit"] != "overfitting"),
+        ])
+        """, check=True),
+        md("""
+        ### What the curves say
+        The table reads every run's curve with the reader that passed its check (the line below says whose).
         The first figure overlays every variant's validation loss and AUROC (a star marks the epoch each run keeps).
         """),
         code("""
+        from medssl.curves import read_learning_curve
         from medssl.utils import read_jsonl
 
-        def curve_facts(name):
-            log = read_jsonl(wk.run_dir(name) / "val_log.jsonl")
-            best = min(log, key=lambda r: r["val_loss"])
-            last = log[-1]
-            return {"variant": name, "epochs": len(log), "best val-loss epoch": best["epoch"],
-                    "train loss (last)": last["train_loss"], "val loss (last)": last["val_loss"],
-                    "val loss rise after best": last["val_loss"] - best["val_loss"],
-                    "best val AUROC": results[name]["val_metrics"]["auroc"]}
-
-        facts = [curve_facts(n) for n in results]
+        read_curve = sc.pick("learning_curve", my_read_curve, read_learning_curve, "learning-curve reader")
+        logs = {name: read_jsonl(wk.run_dir(name) / "val_log.jsonl") for name in results}
+        readings = {name: read_curve(log) for name, log in logs.items()}
+        facts = [{"variant": name, "epochs": len(logs[name]), "best epoch": r["best_epoch"],
+                  "best val AUROC": r["best_val_auroc"], "lowest val loss at": r["min_val_loss_epoch"],
+                  "train loss (last)": logs[name][-1]["train_loss"], "val loss (last)": logs[name][-1]["val_loss"],
+                  "val loss rise": r["val_loss_rise"], "fit": r["fit"]} for name, r in readings.items()]
         print(ch.markdown_table(facts, digits=3))
+        for fit in ("overfitting", "underfitting"):
+            flagged = [name for name, r in readings.items() if r["fit"] == fit]
+            print(f"{fit}: {', '.join(flagged) or 'none'}")
+        kept = all(readings[name]["best_epoch"] == results[name]["best_epoch"] for name in results)
+        print(f"best epochs agree with the epochs whose weights each run kept: {kept}")
+        """),
+        code("""
         from medssl.plots import overlay_learning_curves
 
-        logs = {name: read_jsonl(wk.run_dir(name) / "val_log.jsonl") for name in results}
         wk.save_figure("curves_overlay.png",
                        overlay_learning_curves(logs, title=f"{spec.key}: the variants side by side (validation)"))
         wk.show("curves_overlay.png", width=760)
@@ -134,7 +205,8 @@ def cells(md, code, params_cell, start_cell):
                      f"{table}\\n\\nInit: {results[recommended]['model']['init']}; "
                      f"{wk.epochs} epochs, batch size {wk.batch_size}, seed {wk.seed}.\\n")
         print(table)
-        print(f"\\nrecommended supervised baseline (best validation AUROC): {recommended}")
+        print(f"\\nrecommended supervised baseline (best validation AUROC): {recommended} "
+              f"(its curve: {readings[recommended]['fit']})")
         """),
         md("## 5. README"),
         code("""
@@ -154,11 +226,16 @@ def cells(md, code, params_cell, start_cell):
         r.table(facts, digits=3)
         for name in results:
             r.figure(f"curves_{name}.png", f"Learning curves, {name}")
-        r.student("For each variant: over-, under- or well-fitted? Point at the curve that shows it.")
+        r.p(f"Read with {'your' if read_curve is my_read_curve else 'the library'}'s learning-curve reader "
+            "(overfitting: validation loss more than 10% above its minimum at the end while the training loss kept "
+            "falling; underfitting: training loss fell by less than 20%).")
+        r.student("For each variant: do you agree with the reader's verdict? Point at the curve that shows it, and "
+                  "say where the rules are too crude.")
         r.h("Takeaway: recommended supervised baseline")
         best = results[recommended]
         r.p(f"Chosen on validation AUROC: **{recommended}** "
-            f"(val AUROC {best['val_metrics']['auroc']:.4f}, test AUROC {best['auroc']:.4f}).")
+            f"(val AUROC {best['val_metrics']['auroc']:.4f}, test AUROC {best['auroc']:.4f}; "
+            f"its learning curve: {readings[recommended]['fit']}).")
         r.student("Do you agree with this choice? Would a different criterion (ECE, sensitivity) change it?")
         wk.save_text("README_week3.md", r.render())
         print(f"wrote {wk.rel(wk.path('README_week3.md'))}")
@@ -167,3 +244,26 @@ def cells(md, code, params_cell, start_cell):
         report = wk.finish()
         """),
     ]
+
+
+def self_checks() -> dict:
+    """Expected values of this week's self-checks (computed by the library when the notebooks are built)."""
+    from medssl.curves import read_learning_curve
+
+    def curve(train, val, auroc):
+        return [{"epoch": e, "train_loss": t, "val_loss": v, "val_auroc": a}
+                for e, (t, v, a) in enumerate(zip(train, val, auroc), 1)]
+
+    nan = float("nan")
+    cases = [
+        {"args": [curve([0.69, 0.5, 0.35, 0.25, 0.15, 0.1], [0.62, 0.5, 0.45, 0.48, 0.55, 0.61],
+                        [0.70, 0.80, 0.86, 0.87, 0.87, 0.85])]},                    # overfits; tie at 0.87
+        {"args": [curve([0.69, 0.67, 0.66, 0.65, 0.64], [0.69, 0.68, 0.68, 0.67, 0.67],
+                        [0.55, 0.58, 0.57, 0.60, 0.59])]},                          # underfits
+        {"args": [curve([0.6, 0.4, 0.3, 0.25], [0.55, 0.42, 0.38, 0.37], [0.8, 0.85, 0.88, 0.9])]},   # good fit
+        {"args": [curve([0.6, 0.4], [0.5, 0.45], [0.8, 0.82])]},                    # too short to tell
+        {"args": [curve([0.7, 0.6, 0.5], [0.6, 0.5, 0.58], [nan, nan, nan])], "kwargs": {"rise_tol": 0.2}},
+        {"args": [curve([0.7, 0.5, 0.45, 0.3], [0.6, 0.5, 0.52, 0.56], [0.7, 0.9, 0.8, 0.9])],
+         "kwargs": {"flat_tol": 0.5, "min_epochs": 2}},
+    ]
+    return {"learning_curve": {"reference": read_learning_curve, "cases": cases, "atol": 1e-9, "rtol": 1e-9}}
