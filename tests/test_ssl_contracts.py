@@ -54,30 +54,42 @@ def test_settings_reach_the_heads():
     assert not any(isinstance(m, torch.nn.BatchNorm1d) for m in head.modules())
 
 
+def _linear_encoder():
+    """An encoder whose embeddings of random images differ clearly (an untrained CNN in eval mode maps them all
+    to nearly the same point, where every temperature gives the same loss)."""
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(28 * 28, 16)), 16
+
+
 def test_simclr_uses_its_own_temperature():
     torch.manual_seed(0)
-    c = build_model("smallcnn", 2, 1)
-    m = SimCLR(c.encoder, c.feature_dim, proj_dim=8, tau=0.7).eval()
+    enc, dim = _linear_encoder()
+    m = SimCLR(enc, dim, proj_dim=8, tau=0.7).eval()
     x1, x2 = torch.rand(4, 1, 28, 28), torch.rand(4, 1, 28, 28)
     with torch.no_grad():
         z = m.head(m.encoder(torch.cat([x1, x2])))
-        assert m(x1, x2).item() == pytest.approx(nt_xent_loss(z[:4], z[4:], 0.7).item(), rel=1e-6)
+        want = nt_xent_loss(z[:4], z[4:], 0.7).item()
+        assert want != pytest.approx(nt_xent_loss(z[:4], z[4:], 0.2).item(), rel=1e-3)  # the test can tell
+        assert m(x1, x2).item() == pytest.approx(want, rel=1e-6)
 
 
 @pytest.mark.parametrize("symmetric", [True, False])
 def test_moco_uses_its_own_temperature(symmetric):
     torch.manual_seed(0)
-    c = build_model("smallcnn", 2, 1)
-    m = MoCo(c.encoder, c.feature_dim, proj_dim=8, tau=0.7, queue_size=16, symmetric=symmetric).eval()
+    enc, dim = _linear_encoder()
+    m = MoCo(enc, dim, proj_dim=8, tau=0.7, queue_size=16, symmetric=symmetric).eval()
     x1, x2 = torch.rand(4, 1, 28, 28), torch.rand(4, 1, 28, 28)
-    with torch.no_grad():
+
+    def loss(tau):
         if symmetric:
             q = m.head(m.encoder(torch.cat([x1, x2])))
             k = m.key_head(m.key_encoder(torch.cat([x2, x1])))
-            want = 0.5 * (info_nce_loss(q[:4], k[:4], m.queue, 0.7) + info_nce_loss(q[4:], k[4:], m.queue, 0.7))
-        else:
-            want = info_nce_loss(m.head(m.encoder(x1)), m.key_head(m.key_encoder(x2)), m.queue, 0.7)
-        assert m(x1, x2).item() == pytest.approx(want.item(), rel=1e-5)
+            return 0.5 * (info_nce_loss(q[:4], k[:4], m.queue, tau) + info_nce_loss(q[4:], k[4:], m.queue, tau))
+        return info_nce_loss(m.head(m.encoder(x1)), m.key_head(m.key_encoder(x2)), m.queue, tau)
+
+    with torch.no_grad():
+        want = loss(0.7).item()
+        assert want != pytest.approx(loss(0.2).item(), rel=1e-3)  # the test can tell the temperatures apart
+        assert m(x1, x2).item() == pytest.approx(want, rel=1e-5)
 
 
 def test_moco_initial_queue_holds_unit_vectors():
@@ -145,7 +157,7 @@ def test_ssl_dataset_accepts_a_medmnist_dataset_and_a_plain_transform(synth_root
     assert torch.equal(v1, v2) and v1.dtype == torch.float32
     assert torch.allclose(v1, torch.from_numpy(data.images[3]).float() / 127.5 - 1.0, atol=1e-6)
     assert torch.allclose(SSLDataset(data, AugSpec("none"))[3][0], v1, atol=1e-5)  # an AugSpec becomes its transform
-    with pytest.raises(ConfigError, match=r"SSLDataset wraps a SplitData or a MedMNISTDataset \(see medssl.data\)"):
+    with pytest.raises(ConfigError, match=r"^SSLDataset wraps a SplitData or a MedMNISTDataset \(see medssl.data\)\.$"):
         SSLDataset(np.zeros((2, 1, 28, 28)), lambda x: x)
 
 
@@ -153,3 +165,14 @@ def test_chance_levels():
     c = build_model("smallcnn", 2, 1)
     assert SimCLR(c.encoder, c.feature_dim).chance_loss(128) == pytest.approx(math.log(255))
     assert MoCo(c.encoder, c.feature_dim, queue_size=100).chance_loss(128) == pytest.approx(math.log(101))
+
+
+def test_build_ssl_model_passes_every_setting_on():
+    c = build_model("smallcnn", 2, 1)
+    s = build_ssl_model("simclr", c.encoder, c.feature_dim, proj_dim=16, hidden_dim=24, tau=0.5)
+    assert (s.tau, s.head.hidden_dim, s.head.out_dim) == (0.5, 24, 16)
+    m = build_ssl_model("moco", c.encoder, c.feature_dim, proj_dim=16, hidden_dim=24, tau=0.5, queue_size=32,
+                        momentum=0.9)
+    assert (m.tau, m.head.hidden_dim, m.head.out_dim, m.queue_size, m.momentum) == (0.5, 24, 16, 32, 0.9)
+    with pytest.raises(ConfigError, match=r"^--method must be one of simclr, moco, got 'byol'\.$"):
+        build_ssl_model("byol", c.encoder, c.feature_dim)
