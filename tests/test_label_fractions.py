@@ -6,6 +6,8 @@ Each of the three defects these tests pinned (labels of the same length reused, 
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -57,3 +59,21 @@ def test_label_fractions_are_nested(tmp_path, saved):
                        .tolist()) for f in FRACTIONS]
         for small, large, f in zip(subsets, subsets[1:], FRACTIONS):
             assert small <= large, f"seed {seed}: the {f:g} subset is not inside the next larger one"
+
+
+def test_grid_run_files_keep_close_fractions_apart_and_resume_old_names_only_when_they_match(tmp_path):
+    from medssl.efficiency import run_filename, saved_run
+
+    a, b = 0.1234561, 0.1234562                      # equal to 6 digits: one name under {:g}
+    assert run_filename("probe", a, 0) != run_filename("probe", b, 0)
+    assert run_filename("probe", 1.0, 3) == "probe_frac=1.0_seed=3.json"
+    assert saved_run(tmp_path, "probe", a, 0) is None
+    legacy = tmp_path / "probe_frac=0.123456_seed=0.json"   # a grid saved before: {:g} names
+    legacy.write_text(json.dumps({"fraction": a}))
+    assert saved_run(tmp_path, "probe", a, 0) == legacy      # its own run, resumed
+    assert saved_run(tmp_path, "probe", b, 0) is None        # another fraction's run, not taken for this one
+    (tmp_path / "probe_frac=1_seed=0.json").write_text(json.dumps({"fraction": 1.0}))
+    assert saved_run(tmp_path, "probe", 1.0, 0) == tmp_path / "probe_frac=1_seed=0.json"
+    new = tmp_path / run_filename("probe", b, 0)
+    new.write_text(json.dumps({"fraction": b}))
+    assert saved_run(tmp_path, "probe", b, 0) == new

@@ -110,7 +110,28 @@ class GridConfig(DownstreamConfig):
 
 
 def run_filename(method: str, frac: float, seed: int) -> str:
-    return f"{method}_frac={frac:g}_seed={seed}.json"
+    """``<method>_frac=<repr(frac)>_seed=<seed>.json``: repr keeps fractions apart that agree to 6 digits."""
+    return f"{method}_frac={frac!r}_seed={seed}.json"
+
+
+def saved_run(runs_dir: Path, method: str, frac: float, seed: int) -> Path | None:
+    """The saved run of one grid cell, or None.
+
+    Grids saved before run files were named with ``repr(frac)`` used ``{frac:g}``, which gives the same name to
+    fractions that agree to 6 digits (and ``1`` for 1.0); such a file counts only when its recorded label
+    fraction is exactly ``frac``.
+    """
+    path = runs_dir / run_filename(method, frac, seed)
+    if path.exists():
+        return path
+    legacy = runs_dir / f"{method}_frac={frac:g}_seed={seed}.json"
+    if legacy.exists():
+        try:
+            if json.loads(legacy.read_text()).get("fraction") == frac:
+                return legacy
+        except (OSError, ValueError):
+            pass
+    return None
 
 
 def _row(res: dict) -> dict:
@@ -239,7 +260,7 @@ def run_grid(cfg: GridConfig, out: str | Path, overwrite: bool = False, resume: 
             get_logger().warning("imagenet fine-tuning skipped: %s", reason)
             methods.remove("imagenet")
     todo = [(f, s, m) for f in cfg.fractions for s in cfg.seeds for m in methods
-            if not (resume and (runs_dir / run_filename(m, f, s)).exists())]
+            if not (resume and saved_run(runs_dir, m, f, s))]
     feats = None
     if any(m == "probe" for _, _, m in todo):
         set_seed(cfg.seeds[0])
@@ -266,8 +287,8 @@ def run_grid(cfg: GridConfig, out: str | Path, overwrite: bool = False, resume: 
     for frac in cfg.fractions:
         for seed in cfg.seeds:
             for method in methods:
-                p = runs_dir / run_filename(method, frac, seed)
-                if p.exists():
+                p = saved_run(runs_dir, method, frac, seed)
+                if p is not None:
                     rows.append(_row(json.loads(p.read_text())))
     raw = pd.DataFrame(rows, columns=list(RAW_COLUMNS))
     summary = summarize(raw)
