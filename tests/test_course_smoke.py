@@ -65,8 +65,8 @@ def read_values(root: Path) -> dict[str, float]:
 def epoch_chance_loss(n_images: int, batch_size: int) -> float:
     """The SimCLR epoch loss of an encoder that learned nothing: log(2b - 1) per batch of b, averaged per image.
 
-    (A last batch of one image is skipped.) Not ``ssl_config.json``'s ``chance_loss``, which is log(2B - 1)
-    for the full batch only and so lies above what a learned-nothing epoch gives.
+    (A last batch of one image is skipped.) Written here independently of the library's ``chance_loss``, which
+    the test compares with it.
     """
     sizes = [batch_size] * (n_images // batch_size) + ([n_images % batch_size] if n_images % batch_size > 1 else [])
     return sum(b * math.log(2 * b - 1) for b in sizes) / sum(sizes)
@@ -139,6 +139,7 @@ def test_smoke_run_beats_chance_where_it_learns(smoke_course, reference):
     got = read_values(root)
     ssl = json.loads((root / "week4" / DATASET / "smoke" / "ssl_config.json").read_text())
     chance = epoch_chance_loss(ssl["n_train_images"], ssl["config"]["batch_size"])
+    assert ssl["chance_loss"] == pytest.approx(chance, rel=1e-12)     # the level the notebook prints and plots
     bounds = reference["beats_chance"]
     assert set(bounds) <= set(got)
     for key, bound in bounds.items():

@@ -368,10 +368,6 @@ def test_pretrain_validates_config(synth_root, tmp_path):
         SSLConfig("synthetic", method="byol").validate()
 
 
-@pytest.mark.xfail(strict=True, reason="pretrain's chance_loss is log(2B - 1) for the full batch size B, but the "
-                   "epoch loss it is compared with averages in the short last batch, whose no-learning loss is lower "
-                   "(400 images in batches of 128: 5.457 against the reported 5.541), so a run that learned nothing "
-                   "reports a final loss below its 'no-learning level'; fix pending")
 def test_a_run_that_learns_nothing_ends_at_its_no_learning_level(synth_root, tmp_path, monkeypatch):
     """Embeddings that are all equal give exactly the no-learning loss log(2b - 1) in every batch of b images."""
     real = ssl_mod.nt_xent_loss
@@ -385,3 +381,17 @@ def test_a_run_that_learns_nothing_ends_at_its_no_learning_level(synth_root, tmp
     sizes = [128, 128, 128, 16]                                   # 400 images
     assert res["final_loss"] == pytest.approx(sum(b * math.log(2 * b - 1) for b in sizes) / 400, rel=1e-6)
     assert res["final_loss"] == pytest.approx(res["chance_loss"], rel=1e-6)
+
+
+def test_epoch_no_learning_level_weights_each_batch_by_its_size():
+    from medssl.pretrain import epoch_chance_loss
+
+    c = build_model("smallcnn", 2, 1)
+    simclr, moco = SimCLR(c.encoder, c.feature_dim), MoCo(c.encoder, c.feature_dim, queue_size=99)
+    assert epoch_chance_loss(simclr, 256, 128) == pytest.approx(math.log(255))
+    assert epoch_chance_loss(simclr, 261, 128) == pytest.approx((256 * math.log(255) + 5 * math.log(9)) / 261)
+    assert epoch_chance_loss(simclr, 257, 128) == pytest.approx(math.log(255))      # the lone image is skipped
+    assert epoch_chance_loss(simclr, 50, 128) == pytest.approx(math.log(99))        # one short batch
+    assert epoch_chance_loss(moco, 261, 128) == pytest.approx(math.log(100))        # MoCo's level: log(K + 1)
+    with pytest.raises(ConfigError, match="too few for a batch of two"):
+        epoch_chance_loss(simclr, 1, 128)

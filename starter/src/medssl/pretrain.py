@@ -178,6 +178,20 @@ def ssl_loss_curve(history: Sequence[dict], chance: float | None = None, title: 
     return fig
 
 
+def epoch_chance_loss(model: nn.Module, n: int, batch_size: int) -> float:
+    """The epoch loss of an encoder that has learned nothing, for ``n`` images in batches of ``batch_size``.
+
+    The epoch loss weights each batch's mean loss by its size, and a short last batch has its own, lower
+    no-learning level (``log(2b - 1)`` for SimCLR), so the level is weighted the same way. A last batch of one
+    image is skipped by the loop and left out here too.
+    """
+    full, rest = divmod(n, batch_size)
+    sizes = [batch_size] * full + ([rest] if rest >= 2 else [])
+    if not sizes:
+        raise ConfigError(f"{n} training image(s): too few for a batch of two.")
+    return sum(b * model.chance_loss(b) for b in sizes) / sum(sizes)
+
+
 def _optimizer(params, cfg: SSLConfig) -> torch.optim.Optimizer:
     params = list(params)
     fused = accel.fused_ok(params)
@@ -259,7 +273,7 @@ def run(cfg: SSLConfig, out: str | Path, overwrite: bool = False, components: SS
     scheduler = cosine_schedule(optimizer, steps_per_epoch * cfg.epochs) if cfg.scheduler == "cosine" else None
     shuffle_gen = make_generator(cfg.seed + 1)
     aug_gen = make_generator(cfg.seed + 2, device)
-    chance = model.chance_loss(min(cfg.batch_size, len(train)))
+    chance = epoch_chance_loss(model, len(train), cfg.batch_size)
 
     data_file = ensure_file(spec.key, cfg.size, cfg.root)
     record = {
