@@ -240,8 +240,13 @@ def probe_predictions(clf, x: np.ndarray) -> np.ndarray:
 
 
 def log_probabilities(probs, n: int, n_classes: int, what: str = "the probe") -> np.ndarray:
-    """(N, K) probabilities -> log-probabilities (float32), as :func:`probe_predictions` gives them."""
-    p = np.asarray(probs, dtype=np.float64)
+    """(N, K) probabilities -> log-probabilities (float32), as :func:`probe_predictions` gives them.
+
+    The arithmetic is done in the probabilities' own dtype, as there (float32 stays float32).
+    """
+    p = np.asarray(probs)
+    if p.dtype.kind != "f":
+        p = p.astype(np.float64)
     if p.shape != (n, n_classes) or not np.all(np.isfinite(p)):
         raise ConfigError(f"{what} must give finite probabilities of shape ({n}, {n_classes}), got {p.shape}.")
     return np.log(np.clip(p, 1e-12, 1.0)).astype(np.float32)
