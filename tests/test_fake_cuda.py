@@ -338,3 +338,36 @@ def test_fake_mode_catches_a_tensor_on_the_wrong_device(fake_cuda):
             a = torch.ones(4, 3, device=CUDA)
             with pytest.raises(RuntimeError, match="device"):
                 torch.nn.functional.cross_entropy(a, torch.zeros(4, dtype=torch.long))
+
+
+def test_contrastive_losses_compute_similarities_in_float32_under_cuda_autocast(fake_cuda):
+    """Similarities / tau overflow or round badly in bf16/fp16: the losses switch CUDA autocast off for them."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from medssl.ssl import info_nce_loss, nt_xent_loss
+
+    class MatmulDtypes(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.dtypes = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if func.overloadpacket in (torch.ops.aten.mm, torch.ops.aten.bmm, torch.ops.aten.addmm):
+                self.dtypes.append(out.dtype)
+            return out
+
+    with fake_cuda.mode:
+        z1, z2 = torch.randn(8, 16, device=CUDA), torch.randn(8, 16, device=CUDA)
+        queue = torch.randn(32, 16, device=CUDA)
+        for loss_fn, args in ((nt_xent_loss, (z1, z2)), (info_nce_loss, (z1, z2, queue))):
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                inside = MatmulDtypes()
+                with inside:
+                    loss = loss_fn(*args)
+                plain = MatmulDtypes()
+                with plain:                       # the test can see autocast: a bare matmul is bf16
+                    z1 @ z2.t()
+            assert plain.dtypes == [torch.bfloat16]
+            assert inside.dtypes and set(inside.dtypes) == {torch.float32}, (loss_fn.__name__, inside.dtypes)
+            assert loss.dtype == torch.float32

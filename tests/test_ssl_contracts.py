@@ -176,3 +176,39 @@ def test_build_ssl_model_passes_every_setting_on():
     assert (m.tau, m.head.hidden_dim, m.head.out_dim, m.queue_size, m.momentum) == (0.5, 24, 16, 32, 0.9)
     with pytest.raises(ConfigError, match=r"^--method must be one of simclr, moco, got 'byol'\.$"):
         build_ssl_model("byol", c.encoder, c.feature_dim)
+
+
+def test_projection_head_layout():
+    head = ProjectionHead(10)
+    assert (head.hidden_dim, head.out_dim) == (10, 128)
+    assert head.net[0].bias is None                       # BatchNorm follows: a bias would be cancelled
+    assert ProjectionHead(10, batch_norm=False).net[0].bias is not None
+
+
+def _two_view_run(synth_root, n, batch, seed, global_seed, aug="xray"):
+    from medssl.augment import ssl_augmentation
+    from medssl.data import TensorSplit
+    from medssl.ssl import two_view_batches
+    from medssl.utils import make_generator
+
+    data = load_split("synthetic", "train", root=synth_root).subset(range(n))
+    torch.manual_seed(global_seed)                         # must not matter: the generators decide
+    spec = AugSpec("none") if aug == "none" else ssl_augmentation(aug)
+    return list(two_view_batches(TensorSplit(data), batch, spec, make_generator(seed), make_generator(seed + 1)))
+
+
+def test_two_view_batches_are_shuffled_reproducibly_by_their_own_generators(synth_root):
+    a = _two_view_run(synth_root, 10, 4, 0, global_seed=1)
+    b = _two_view_run(synth_root, 10, 4, 0, global_seed=2)
+    assert [len(v1) for v1, _ in a] == [4, 4, 2]           # a last batch of two is kept (one is skipped)
+    for (a1, a2), (b1, b2) in zip(a, b):
+        assert torch.equal(a1, b1) and torch.equal(a2, b2)  # both views from the given generators only
+    assert not torch.equal(a[0][0], a[0][1])                # and the two views differ
+    c = _two_view_run(synth_root, 10, 4, 5, global_seed=1)
+    assert not torch.equal(a[0][0], c[0][0])                # another seed, another draw
+    # with the identity augmentation the views are the images: every image once, not in file order
+    images = torch.from_numpy(load_split("synthetic", "train", root=synth_root).images[:10]).float() / 127.5 - 1
+    seen = torch.cat([v1 for v1, _ in _two_view_run(synth_root, 10, 4, 0, global_seed=1, aug="none")])
+    match = [[bool(torch.allclose(s, im, atol=1e-6)) for im in images] for s in seen]
+    where = [row.index(True) for row in match]
+    assert sorted(where) == list(range(10)) and where != list(range(10))
