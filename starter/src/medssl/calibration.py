@@ -331,8 +331,9 @@ def temperature_scaling_table(result: dict) -> str:
     ]
     for key, name in _TS_ROWS:
         lines.append(f"| {name.format(n=n)} | {b[key]:.4f} | {a[key]:.4f} | {a[key] - b[key]:+.4f} |")
-    lines += ["", "Lower is better for ECE, MCE, NLL and Brier; the signed gap is best at 0 (+ = predicts "
-              + (f"{result['positive_label'] or 'the positive class'} too often" if result["positive_class"] is not None
+    lines += ["", "Lower is better for ECE, MCE, NLL and Brier; the signed gap is best at 0 (+ = "
+              + (f"predicts {result['positive_label'] or 'the positive class'} too often"
+                 if result["positive_class"] is not None
                  else "over-confident") + "). Dividing all logits by one positive number keeps "
               "their order, so the predicted class and the accuracy cannot change"
               + (", nor can the AUROC of P(positive)." if result["positive_class"] is not None else
