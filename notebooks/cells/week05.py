@@ -5,9 +5,15 @@ INTRO = """
 # Week 5 — Linear probe & label efficiency
 
 *How many labels does the SSL encoder save?* The Week 4 encoder is **frozen**; its features are computed once
-and a logistic-regression head (a linear probe) is fitted on only **5%** and **10%** of the training labels.
+and a linear head (a linear probe) is trained on only **5%** and **10%** of the training labels.
 The comparison is a supervised model of the same architecture trained from scratch on **exactly the same
 labelled images** (the indices are drawn once, saved as `indices_frac=<f>_seed=<s>.json`, and reused).
+
+**Your turn** (sections 2 and 3): from this week on the course gives pseudocode, not the code. You write
+`make_split_indices` (the reproducible, stratified label fractions) and `train_linear_probe` (the linear head on
+frozen features). When a function's self-check passes, this week's numbers come from it: your indices select the
+labelled images every method trains on, and your probe produces the reported probe metrics. Until then the
+library's versions are used (the notebook says which, and `probe_metrics_*.json` records it).
 
 **Core (everyone)** → `results/week5/<dataset>/<your_name>/`: `probe_metrics_5pct.json`, `probe_metrics_10pct.json`,
 `probe_vs_supervised_plot_acc.png`, `probe_vs_supervised_plot_auroc.png`, `README_week5_core.md`.
@@ -51,14 +57,242 @@ def cells(md, code, params_cell, start_cell):
               f"{extra.get('ssl_method')} on {extra.get('dataset')}, {extra.get('epoch')} epoch(s)")
         """),
         md("""
-        ## 2. Linear probe at each label fraction
-        Features of train/val/test are computed once with the frozen encoder (no gradients, BatchNorm statistics
-        untouched); the probe's regularisation strength C is chosen on validation AUROC.
+        ## 2. Your turn: label fractions you can reproduce
+        Pseudocode (course plan, 4.4.1):
+
+        ```
+        function make_split_indices(train_labels, frac, seed):
+            idx = stratified_sample(train_labels, fraction=frac, seed=seed)
+            save_json(indices_frac={frac}_seed={seed}.json, idx)
+            return idx
+        ```
+
+        *Stratified*: every class keeps its share, so 5% of BreastMNIST's training set has malignant cases too.
+        *Reproducible*: the same labels, fraction and seed always give the same images, and a saved file is
+        **reused**, never redrawn — that file is how the probe, the supervised comparison and Week 6 all train on
+        exactly the same labelled images. The docstring gives the exact rule (the library's, so your 5% are the
+        same images as everyone else's); with one permutation per class, the 5% subset lies inside the 10% one
+        (*nested*), so a curve over fractions compares growing label sets, not unrelated draws.
+
+        *Hints:* `np.random.default_rng(seed)`, `np.flatnonzero(labels == c)`, `rng.permutation(members)[:k]`,
+        Python's `round`; `json.dumps` / `Path.read_text` for the file.
+        """),
+        code('''
+        import json
+        from pathlib import Path
+
+        import numpy as np
+
+
+        def make_split_indices(labels, frac, seed, save_dir=None):
+            """Indices of a stratified, reproducible ``frac`` of the training labels (sorted, int64).
+
+            labels:   (N,) int array of training labels (classes 0 .. K-1)
+            frac:     the label fraction, 0 < frac <= 1 (0.05 = 5 %)
+            seed:     the seed of the draw
+            save_dir: None, or a folder. Then the indices are saved in it as
+                      ``indices_frac={frac}_seed={seed}.json`` (a JSON object with at least the key "indices"),
+                      and when that file exists already, the indices saved in it are returned instead of a new draw.
+            returns:  (n,) int64 array of indices into ``labels``, sorted ascending
+
+            The rule:
+            * one generator for the whole draw: ``rng = np.random.default_rng(seed)``;
+            * for each class ``c`` present, in increasing order: ``members = np.flatnonzero(labels == c)``,
+              ``k = len(members)`` if ``frac == 1`` else ``max(1, round(frac * len(members)))`` (at least one
+              image per class), and take ``rng.permutation(members)[:k]``;
+            * put the classes' picks together and sort them.
+            """
+            ### BEGIN SOLUTION
+            path = None
+            if save_dir is not None:
+                path = Path(save_dir) / f"indices_frac={frac}_seed={seed}.json"
+                if path.exists():  # drawn before: reuse, never redraw
+                    return np.asarray(json.loads(path.read_text())["indices"], dtype=np.int64)
+            labels = np.asarray(labels)
+            rng = np.random.default_rng(seed)
+            picks = []
+            for c in np.unique(labels):
+                members = np.flatnonzero(labels == c)
+                k = len(members) if frac == 1 else max(1, round(frac * len(members)))
+                picks.append(rng.permutation(members)[:k])
+            idx = np.sort(np.concatenate(picks)).astype(np.int64)
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(json.dumps({"frac": frac, "seed": seed, "n_total": len(labels),
+                                            "indices": idx.tolist()}))
+            return idx
+            ### END SOLUTION
+        '''),
+        code("""
+        # Self-check: the indices stored for fixed labels, fractions and seeds, then what the file must do.
+        import tempfile
+
+        labels_demo = np.array([0] * 40 + [1] * 20 + [2] * 3)
+
+
+        def saves_then_reuses():
+            with tempfile.TemporaryDirectory() as d:
+                first = make_split_indices(labels_demo, 0.1, 3, d)
+                file = Path(d) / "indices_frac=0.1_seed=3.json"
+                saved = json.loads(file.read_text())["indices"]
+                file.write_text(json.dumps({"indices": [0, 40, 60]}))  # as if an earlier run had saved these
+                again = make_split_indices(labels_demo, 0.1, 3, d)
+                return list(saved) == list(first) and list(again) == [0, 40, 60]
+
+
+        sc.check("make_split_indices", make_split_indices, properties=[
+            ("every class keeps at least one image",
+             lambda: set(labels_demo[make_split_indices(labels_demo, 0.05, 0)]) == {0, 1, 2}),
+            ("nested: the 5% subset lies inside the 10% subset of the same seed",
+             lambda: set(make_split_indices(labels_demo, 0.05, 1)) <= set(make_split_indices(labels_demo, 0.1, 1))),
+            ("the same call twice gives the same indices",
+             lambda: np.array_equal(make_split_indices(labels_demo, 0.2, 5), make_split_indices(labels_demo, 0.2, 5))),
+            ("saves indices_frac=0.1_seed=3.json, and reuses a saved file instead of drawing again", saves_then_reuses),
+        ])
+        """, check=True),
+        md("""
+        ## 3. Your turn: the linear probe
+        Pseudocode (course plan, 4.4.2):
+
+        ```
+        function train_linear_probe(ssl_encoder, train_loader_frac, val_loader, cfg):
+            freeze(ssl_encoder)
+            head = Linear(feat_dim -> num_classes)
+            train head with CE loss
+            evaluate on val/test -> acc, auroc, probs
+        ```
+
+        The library does the frozen part: it runs the encoder **once** per split in evaluation mode (no gradients,
+        BatchNorm statistics untouched) and hands you the features. You write the head: standardise the features
+        with the **training** mean and std, fit a linear layer with cross-entropy plus an L2 penalty, and choose
+        the penalty strength on **validation** AUROC — never on test, which only reports. Logistic regression *is*
+        a linear layer trained with cross-entropy: scikit-learn's `LogisticRegression(C=...)` minimises
+        cross-entropy + ‖W‖²/(2C), so it is a fine way to write it (or use `nn.Linear` + `F.cross_entropy` with
+        weight decay, full batch). The library turns your probabilities into the reported test metrics.
+
+        *Hints:* `sklearn.pipeline.make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000,
+        random_state=seed))`; `sklearn.metrics.roc_auc_score(val_labels, p[:, 1])`; return the winner's
+        `predict_proba` (a bound method is a function).
+        """),
+        code('''
+        def train_linear_probe(train_feats, train_labels, val_feats, val_labels, c_grid=(0.001, 0.01, 0.1, 1.0, 10.0),
+                               seed=0):
+            """A linear head on frozen encoder features, trained with cross-entropy; its L2 strength chosen on val.
+
+            train_feats:  (n, d) float features of the labelled training images (from the frozen encoder)
+            train_labels: (n,) int labels of those images
+            val_feats, val_labels: (m, d) and (m,), the whole validation split
+            c_grid:       the inverse L2 strengths C to try (larger C = weaker penalty)
+            seed:         for anything random in your fit
+            returns (predict_proba, info):
+                predict_proba(feats) -> (N, K) class probabilities (rows sum to 1), for features of any split
+                info = {"C": the chosen C, "val_auroc_by_C": {C: validation AUROC}}
+            Steps: standardise with the training features' mean and std; for each C fit the head on the training
+            features; score it by validation AUROC; keep the best C (the first one on a tie).
+            """
+            ### BEGIN SOLUTION
+            from sklearn.linear_model import LogisticRegression
+            from sklearn.metrics import roc_auc_score
+            from sklearn.pipeline import make_pipeline
+            from sklearn.preprocessing import StandardScaler
+
+            best, scores = None, {}
+            for c in c_grid:
+                head = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000, random_state=seed))
+                head.fit(train_feats, train_labels)
+                p = head.predict_proba(val_feats)
+                scores[c] = float(roc_auc_score(val_labels, p[:, 1]) if p.shape[1] == 2
+                                  else roc_auc_score(val_labels, p, multi_class="ovr"))
+                if best is None or scores[c] > scores[best[0]]:
+                    best = (c, head)
+            return best[1].predict_proba, {"C": best[0], "val_auroc_by_C": scores}
+            ### END SOLUTION
+        '''),
+        code("""
+        # Self-check: properties every correct probe has (the fit itself may differ a little between methods).
+        from sklearn import metrics
+
+        rng = np.random.default_rng(0)
+
+
+        def toy(n, d, noise):  # the label is the sign of the first feature, plus noise
+            x = rng.normal(size=(n, d)) * 2 + 1
+            return x, ((x[:, 0] - 1) + noise * rng.normal(size=n) > 0).astype(int)
+
+
+        x_tr, y_tr = toy(60, 8, 0.0)             # linearly separable
+        x_va, y_va = toy(60, 8, 0.0)
+        f_tr, g_tr = toy(24, 30, 1.5)            # few noisy labels, many useless features: C matters
+        f_va, g_va = toy(200, 30, 1.5)
+        grid = (0.001, 0.01, 0.1, 1.0, 10.0)
+
+
+        def val_auroc(c):  # validation AUROC of your head fitted with this C alone
+            predict, _ = train_linear_probe(f_tr, g_tr, f_va, g_va, c_grid=(c,), seed=0)
+            return metrics.roc_auc_score(g_va, predict(f_va)[:, 1])
+
+
+        def picks_best_c():
+            _, info = train_linear_probe(f_tr, g_tr, f_va, g_va, c_grid=grid, seed=0)
+            return val_auroc(info["C"]) >= max(val_auroc(c) for c in grid) - 1e-9
+
+
+        def ignores_val_labels_when_fitting():  # validation labels choose C; they never train the head
+            p1 = train_linear_probe(f_tr, g_tr, f_va, g_va, c_grid=(0.1,), seed=0)[0](f_va)
+            p2 = train_linear_probe(f_tr, g_tr, f_va, np.random.default_rng(1).permutation(g_va), c_grid=(0.1,),
+                                    seed=0)[0](f_va)
+            return np.allclose(p1, p2)
+
+
+        def separates():
+            predict, _ = train_linear_probe(x_tr, y_tr, x_va, y_va, seed=0)
+            return metrics.roc_auc_score(y_va, predict(x_va)[:, 1]) > 0.95
+
+
+        def probabilities_ok():
+            p = np.asarray(train_linear_probe(x_tr, y_tr, x_va, y_va, c_grid=(1.0,), seed=0)[0](x_va))
+            return p.shape == (len(x_va), 2) and np.all(p >= 0) and np.allclose(p.sum(1), 1)
+
+
+        sc.check("train_linear_probe", properties=[
+            ("returns (predict_proba, info) with info['C'] one of c_grid",
+             lambda: train_linear_probe(x_tr, y_tr, x_va, y_va, c_grid=(0.01, 1.0), seed=0)[1]["C"] in (0.01, 1.0)),
+            ("predict_proba gives (N, 2) probabilities whose rows sum to 1", probabilities_ok),
+            ("a linearly separable set is separated: validation AUROC > 0.95", separates),
+            ("the chosen C has the best validation AUROC of the grid", picks_best_c),
+            ("the validation labels choose C but do not train the head", ignores_val_labels_when_fitting),
+        ])
+        """, check=True),
+        md("""
+        ## 4. Linear probe at each label fraction
+        Your functions when their checks passed, the library's otherwise (the first lines say which). The library
+        computes the features of train/val/test once with the frozen encoder and turns the probe's probabilities
+        into test metrics; the indices are saved in `runs/.../indices_<student|library>/`, where the supervised
+        comparison below reads them back.
         """),
         code("""
-        from medssl.probe import pct_tag
+        sampler = sc.pick("make_split_indices", make_split_indices, None, "make_split_indices (label fractions)")
+        probe_fn = sc.pick("train_linear_probe", train_linear_probe, None, "train_linear_probe (the probe)")
+        implementation = {"make_split_indices": "student" if sampler else "library",
+                          "train_linear_probe": "student" if probe_fn else "library"}
+        """, check=True),
+        code("""
+        from medssl.probe import DownstreamConfig, pct_tag
+        from medssl.probe import run as probe_run
 
-        probe_dir = wk.downstream("probe", encoder_path, wk.label_fracs)
+        indices_dir = wk.runs / f"indices_{implementation['make_split_indices']}"
+
+
+        def probe_job(name, encoder, fractions):
+            \"\"\"The probe of ``encoder`` at ``fractions`` with this week's implementations (a reusable job).\"\"\"
+            cfg = DownstreamConfig(dataset=wk.dataset, encoder=str(encoder), fractions=list(fractions), seed=wk.seed,
+                                   epochs=wk.epochs, progress=not wk.smoke, indices_dir=str(indices_dir),
+                                   **({"min_steps": 0} if wk.smoke else {}), **wk.numerics())
+            key = {**cfg.to_dict(), "finetune": False, "compare_inits": False, "implementation": implementation}
+            return wk.job(name, key, lambda o: probe_run(cfg, o, overwrite=True, sampler=sampler, probe_fn=probe_fn))
+
+
+        probe_dir = probe_job("probe", encoder_path, wk.label_fracs)
         probe = {f: ch.load_json(probe_dir / f"probe_metrics_{pct_tag(f)}pct.json") for f in wk.label_fracs}
         for f, m in probe.items():
             print(f"probe {f:.0%}: {m['n_labels']} labels {m['n_labels_per_class']}, "
@@ -69,9 +303,9 @@ def cells(md, code, params_cell, start_cell):
             print(f"{pct_tag(f)}% labels: {m['n_labels']} images {m['n_labels_per_class']} (same for every method)")
         """, check=True),
         md("""
-        ## 3. Supervised from scratch on the same labels
-        Same architecture, random initialisation, every layer trained, on the very same labelled subset (the
-        probe's `indices/` folder). Small subsets get more epochs, so every run takes at least 100 optimiser steps.
+        ## 5. Supervised from scratch on the same labels
+        Same architecture, random initialisation, every layer trained, on the very same labelled subset (read back
+        from the indices folder). Small subsets get more epochs, so every run takes at least 100 optimiser steps.
         """),
         code("""
         from medssl.probe import epochs_for
@@ -80,9 +314,12 @@ def cells(md, code, params_cell, start_cell):
         for f in wk.label_fracs:
             n = probe[f]["n_labels"]
             epochs = epochs_for(n, 64, wk.epochs, 0 if wk.smoke else 100)
-            supervised[f] = wk.train(f"supervised_{pct_tag(f)}pct", model=arch, stem=stem, label_frac=f, epochs=epochs,
-                                     batch_size=64, indices_dir=str(probe_dir / "indices"))
-            assert supervised[f]["n_train_labels"] == n, "supervised and probe must see the same labelled images"
+            name = f"supervised_{pct_tag(f)}pct"
+            supervised[f] = wk.train(name, model=arch, stem=stem, label_frac=f, epochs=epochs, batch_size=64,
+                                     indices_dir=str(indices_dir))
+            used = np.load(wk.run_dir(name) / "predictions.npz")["train_indices"]
+            probed = np.load(probe_dir / f"probe_predictions_{pct_tag(f)}pct.npz")["train_indices"]
+            assert np.array_equal(used, probed), "supervised and probe must train on the same labelled images"
         """),
         code("""
         rows = []
@@ -103,18 +340,20 @@ def cells(md, code, params_cell, start_cell):
             wk.save_figure(f"probe_vs_supervised_plot_{metric}.png", fig)
         wk.save_csv("probe_vs_supervised.csv", rows)
         for f in wk.label_fracs:
-            wk.publish_metrics(f"probe_metrics_{pct_tag(f)}pct.json", probe[f], run_dir=wk.rel(probe_dir),
-                               label_frac=f)
+            wk.publish_metrics(f"probe_metrics_{pct_tag(f)}pct.json", {**probe[f], "implementation": implementation},
+                               run_dir=wk.rel(probe_dir), label_frac=f)
         print(ch.markdown_table(rows, ["method", "fraction", "n_labels", "acc", "auroc", "ece"]))
         wk.show("probe_vs_supervised_plot_auroc.png", width=480)
         """),
-        md("## 4. README (core)"),
+        md("## 6. README (core)"),
         code("""
         r = wk.readme("Week 5 — Linear probe & label efficiency (core)")
         r.h("Setup")
         r.p(f"Encoder: `{wk.rel(encoder_path)}` ({arch}, stem {stem}, {extra.get('ssl_method')}, "
-            f"{extra.get('epoch')} epoch(s)). Probe: standardised features + logistic regression, C chosen on val "
-            f"AUROC. Supervised: {arch} from scratch, aug light, same labelled indices. Seed {wk.seed}.")
+            f"{extra.get('epoch')} epoch(s)). Probe: standardised features + linear head (cross-entropy), C chosen "
+            f"on val AUROC. Supervised: {arch} from scratch, aug light, same labelled indices. Seed {wk.seed}.")
+        who = {k: "yours" if v == "student" else "the library's" for k, v in implementation.items()}
+        r.p("Implementations used: " + ", ".join(f"`{k}`: {v}" for k, v in who.items()) + " (see self_checks.json).")
         r.h("Probe vs supervised (test)")
         r.table(rows, ["method", "fraction", "n_labels", "acc", "auroc", "ece"])
         r.figure("probe_vs_supervised_plot_auroc.png", "AUROC vs label fraction")
@@ -129,8 +368,9 @@ def cells(md, code, params_cell, start_cell):
         """),
         md("""
         ## B1 — Label-fraction grid with repeats *(extra task, BreastMNIST focus)*
-        Every fraction × seed draws its own labelled subset; the spread over seeds shows how much of a
-        difference is luck. Runs only when `"B1"` is in this run's tasks.
+        Every fraction × seed draws its own labelled subset (with your `make_split_indices` when it passed, and
+        probed with your `train_linear_probe`); the spread over seeds shows how much of a difference is luck.
+        Runs only when `"B1"` is in this run's tasks.
         """),
         code("""
         if "B1" in tasks:
@@ -140,7 +380,8 @@ def cells(md, code, params_cell, start_cell):
             fracs = B1_FRACS or ([0.05, 0.2] if wk.smoke else [0.01, 0.02, 0.05, 0.1, 0.2])
             gcfg = GridConfig(dataset=wk.dataset, encoder=str(encoder_path), fractions=list(fracs), seeds=seeds,
                               methods=["probe"], progress=not wk.smoke, **wk.numerics())
-            grid_dir = wk.job("B1_grid", gcfg.to_dict(), lambda o: run_grid(gcfg, o, overwrite=True))
+            grid_dir = wk.job("B1_grid", {**gcfg.to_dict(), "implementation": implementation},
+                              lambda o: run_grid(gcfg, o, overwrite=True, sampler=sampler, probe_fn=probe_fn))
             wk.copy_file(grid_dir / "label_grid.csv", "B1_label_grid.csv")
             wk.copy_file(grid_dir / "label_efficiency.png", "B1_label_efficiency_plot.png")
             notes = ch.Readme(f"B1 — label-fraction grid ({wk.dataset}, {wk.student})")
@@ -169,7 +410,7 @@ def cells(md, code, params_cell, start_cell):
             encoders = {c4["aug"]: (encoder_path, w4), other: (wk.run_dir(f"B2_ssl_{other}") / "ssl_encoder.pt", rec_b)}
             b2 = {}
             for name, (path, rec) in encoders.items():
-                d = wk.downstream(f"B2_probe_{name}", path, [B2_FRAC])
+                d = probe_job(f"B2_probe_{name}", path, [B2_FRAC])
                 b2[name] = {**ch.load_json(d / f"probe_metrics_{pct_tag(B2_FRAC)}pct.json"), "ssl": rec}
             b2_rows = [{"SSL augmentation": k, "ops": ", ".join(v["ssl"]["augmentations"]),
                         "SSL final loss": v["ssl"]["final_loss"], "probe n labels": v["n_labels"],
@@ -221,3 +462,20 @@ def cells(md, code, params_cell, start_cell):
         report = wk.finish()
         """),
     ]
+
+
+def self_checks() -> dict:
+    """Expected values of this week's exercises: the library's reference on fixed inputs (run at build time)."""
+    import numpy as np
+
+    from medssl.data import stratified_fraction
+
+    rng = np.random.default_rng(5)
+    binary = (rng.random(200) < 0.3).astype(np.int64)            # imbalanced, like BreastMNIST
+    three = np.repeat(np.array([0, 1, 2]), [40, 8, 2])
+    rng.shuffle(three)
+    halves = np.repeat(np.array([1, 0]), [10, 20])               # 0.25 * 10 = 2.5: Python's round gives 2
+    cases = [{"args": [binary, 0.1, 0]}, {"args": [binary, 0.05, 1]}, {"args": [three, 0.1, 7]},
+             {"args": [halves, 0.25, 42]}, {"args": [three, 1.0, 3]}]
+    return {"make_split_indices": {"reference": lambda labels, frac, seed: stratified_fraction(labels, frac, seed),
+                                   "cases": cases, "atol": 0.0, "rtol": 0.0}}

@@ -14,6 +14,11 @@ INTRO = """
 3. **High-confidence errors**: the ~5 false positives and ~5 false negatives the model was surest about, with
    their probabilities and a line of commentary each.
 
+**Your turn** (sections 1 and 2): `choose_threshold` (the threshold for a target TPR or FPR, on validation) and
+`collect_high_conf_errors` (the most confident false positives and negatives). When a function's self-check passes,
+the operating points reported on test use your thresholds and the error gallery and table show your selection;
+until then the library's versions are used (the notebook and the operating-point table say which).
+
 **Core** → `results/week7/<dataset>/<your_name>/`: `roc_curve.png`, `pr_curve.png`, `operating_point_table.md`,
 `high_conf_error_gallery.png`, `README_week7_core.md`.
 
@@ -36,34 +41,146 @@ def cells(md, code, params_cell, start_cell):
         ''', model="resnet18", epochs_note="not used (no training this week)"),
         start_cell(7, ", tasks=EXTRA_TASKS, target_tpr=TARGET_TPR, target_fpr=TARGET_FPR"),
         md(r"""
-        ## 1. Your turn: a threshold for a target sensitivity
-        `scores` = P(positive) on the validation split, `y` = 1 for positive cases. Calling a case positive when
-        `score >= t`, return the **highest** threshold `t` whose sensitivity (TPR = TP / all positives) is at
-        least `target` — the fewest false alarms for that sensitivity. Only the scores themselves are candidate
-        thresholds (between two neighbouring scores nothing changes).
+        ## 1. Your turn: a threshold chosen on validation
+        Pseudocode (course plan, 4.4.5):
+
+        ```
+        function choose_threshold(scores, y_val, target_metric, target_value):
+            scan thresholds
+            pick t that best matches target
+        ```
+
+        `scores` = P(positive) on the **validation** split, `y` = 1 for positive cases; a case is called positive
+        when `score >= t`. Two targets a clinic might set:
+
+        * `metric="tpr"`: the **highest** `t` whose sensitivity TPR = TP / positives is at least `target` — the
+          fewest false alarms that still find that share of the positives;
+        * `metric="fpr"`: the **lowest** `t` whose false-positive rate FPR = FP / negatives is at most `target` —
+          the most sensitive call within the false-alarm budget.
+
+        Between two neighbouring scores nothing changes, so the candidates are the scores themselves, plus one
+        threshold just above the highest score (`np.nextafter(scores.max(), np.inf)`: nobody is called positive)
+        for an FPR budget that no score meets. The thresholds are chosen here, on validation, and only then
+        measured on test: choosing them on test would report an operating point no deployment could reproduce.
+
+        *Hints:* `np.unique` gives the candidates in increasing order; `(scores[y == 1] >= t).mean()` is the TPR.
         """),
-        code("""
+        code('''
         import numpy as np
 
 
-        def my_threshold_for_tpr(scores, y, target=0.9):
-            # YOUR CODE HERE: return the threshold as a float
-            return None
-        """),
-        code("""
-        from medssl.decisions import threshold_for_tpr
+        def choose_threshold(scores, y, metric="tpr", target=0.9):
+            """The operating point for a target on validation data: a threshold t, calling ``score >= t`` positive.
 
-        rng = np.random.default_rng(0)
-        y1 = rng.integers(0, 2, 200)
-        cases = [(np.clip(0.3 * y1 + rng.normal(0.35, 0.2, 200), 0, 1), y1, 0.9),
-                 (np.round(rng.uniform(0, 1, 50), 1), rng.integers(0, 2, 50), 0.8),
-                 (np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1]), 1.0)]
-        ok = ch.self_check("threshold for TPR", my_threshold_for_tpr, threshold_for_tpr, cases)
+            scores: (N,) P(positive) on the validation split; y: (N,) 1 for a positive case, 0 otherwise
+            metric: "tpr" -> the highest t with TPR >= target; "fpr" -> the lowest t with FPR <= target
+            returns: the threshold (a float); the candidates are the scores and np.nextafter(max score, inf)
+            """
+            ### BEGIN SOLUTION
+            scores, y = np.asarray(scores, dtype=np.float64), np.asarray(y).astype(bool)
+            candidates = np.unique(np.r_[scores, np.nextafter(scores.max(), np.inf)])
+            if metric == "tpr":
+                tpr = np.array([(scores[y] >= t).mean() for t in candidates])
+                return float(candidates[tpr >= target - 1e-12].max())
+            if metric == "fpr":
+                fpr = np.array([(scores[~y] >= t).mean() for t in candidates])
+                return float(candidates[fpr <= target + 1e-12].min())
+            raise ValueError(f"metric must be 'tpr' or 'fpr', got {metric!r}")
+            ### END SOLUTION
+        '''),
+        code("""
+        # Self-check: thresholds stored for fixed scores (with ties, and a budget only 'nobody positive' meets).
+        demo_s, demo_y = np.array([0.1, 0.4, 0.35, 0.8, 0.65, 0.2]), np.array([0, 0, 1, 1, 0, 1])
+
+
+        def tpr_at(t):
+            return (demo_s[demo_y == 1] >= t).mean()
+
+
+        def fpr_at(t):
+            return (demo_s[demo_y == 0] >= t).mean()
+
+
+        def tpr_target_met_by_the_highest(target=0.6):
+            t = choose_threshold(demo_s, demo_y, "tpr", target)
+            return tpr_at(t) >= target and all(tpr_at(u) < target for u in demo_s[demo_s > t])
+
+
+        def fpr_budget_kept_by_the_lowest(budget=0.34):
+            t = choose_threshold(demo_s, demo_y, "fpr", budget)
+            return fpr_at(t) <= budget and all(fpr_at(u) > budget for u in demo_s[demo_s < t])
+
+
+        sc.check("choose_threshold", choose_threshold, properties=[
+            ("the TPR target is met, and no higher score meets it", tpr_target_met_by_the_highest),
+            ("the FPR budget is kept, and no lower score keeps it", fpr_budget_kept_by_the_lowest),
+        ])
         """, check=True),
         md("""
-        ## 2. The Week 6 model's predictions → curves, operating points, errors
+        ## 2. Your turn: the high-confidence errors
+        Pseudocode (course plan, 4.4.5):
+
+        ```
+        function collect_high_conf_errors(scores, y, t, k):
+            yhat = scores >= t
+            FP = top-k scores among (yhat = 1, y = 0)
+            FN = bottom-k scores among (yhat = 0, y = 1)
+        ```
+
+        A false positive is more confident the higher its P(positive), a false negative the lower. These are the
+        cases a clinician would trust most and that are still wrong: the gallery and the table below show the
+        ones your function selects, on the test split at the threshold of `DECISION_POINT` (chosen on validation).
+
+        *Hints:* `np.flatnonzero(...)` for the candidates; `np.argsort(-scores[fp], kind="stable")` sorts them,
+        keeping the lower index first on a tie.
+        """),
+        code('''
+        def collect_high_conf_errors(scores, y, t, k=5):
+            """The ``k`` most confident mistakes of each kind at threshold ``t`` (``score >= t`` is called positive).
+
+            scores: (N,) P(positive); y: (N,) 1 for a positive case, 0 otherwise
+            returns {"FP": indices of negatives called positive, highest score first,
+                     "FN": indices of positives called negative, lowest score first}
+            at most k of each (fewer when there are fewer); on a tie the lower index comes first
+            """
+            ### BEGIN SOLUTION
+            scores, y = np.asarray(scores, dtype=np.float64), np.asarray(y)
+            called = scores >= t
+            fp = np.flatnonzero(called & (y == 0))
+            fn = np.flatnonzero(~called & (y == 1))
+            return {"FP": fp[np.argsort(-scores[fp], kind="stable")][:k],
+                    "FN": fn[np.argsort(scores[fn], kind="stable")][:k]}
+            ### END SOLUTION
+        '''),
+        code("""
+        # Self-check: the selections stored for fixed scores (ties, fewer errors than k, no errors of a kind).
+        def right_kinds(t=0.3):
+            sel = collect_high_conf_errors(demo_s, demo_y, t)
+            return (all(demo_y[i] == 0 and demo_s[i] >= t for i in sel["FP"])
+                    and all(demo_y[i] == 1 and demo_s[i] < t for i in sel["FN"]))
+
+
+        sc.check("collect_high_conf_errors", collect_high_conf_errors, properties=[
+            ("every FP is a negative called positive, every FN a positive called negative", right_kinds),
+        ])
+        """, check=True),
+        md("""
+        ### Which implementations this week uses
+        Yours when its check passed, the library's otherwise.
+        """),
+        code("""
+        threshold_fn = sc.pick("choose_threshold", choose_threshold, None, "choose_threshold (operating points)")
+        errors_fn = sc.pick("collect_high_conf_errors", collect_high_conf_errors, None,
+                            "collect_high_conf_errors (error gallery)")
+        implementation = {"choose_threshold": "student" if threshold_fn else "library",
+                          "collect_high_conf_errors": "student" if errors_fn else "library"}
+        """, check=True),
+        md("""
+        ## 3. The Week 6 model's predictions → curves, operating points, errors
         `medssl.decisions.analyse_run` does the whole analysis from the saved logits and writes its files into a
-        run folder; the hand-in files are copied from there. The threshold plot shows what moving the threshold
+        run folder, with your `choose_threshold` for the target-TPR and target-FPR points and your
+        `collect_high_conf_errors` for the gallery (when their checks passed); the hand-in files are copied from
+        there. The threshold plot shows what moving the threshold
         trades: each chosen point sits on the *validation* curves it was picked from; the dashed test curves show
         how far that choice carries.
         """),
@@ -75,10 +192,11 @@ def cells(md, code, params_cell, start_cell):
         npz = wk.previous_run(6, f"downstream/finetune_predictions_{tag}pct.npz", what="fine-tuned model predictions")
         tasks = [t.id for t in wk.tasks]
         settings = {"source": str(npz), "target_tpr": TARGET_TPR, "target_fpr": TARGET_FPR,
-                    "decision_point": DECISION_POINT, "k": K_ERRORS}
+                    "decision_point": DECISION_POINT, "k": K_ERRORS, "implementation": implementation}
         dec_dir = wk.job("decisions", settings, lambda o: decisions.analyse_run(
             npz, o, dataset=wk.dataset, target_tpr=TARGET_TPR, target_fpr=TARGET_FPR,
-            decision_point=DECISION_POINT, k=K_ERRORS, overwrite=True))
+            decision_point=DECISION_POINT, k=K_ERRORS, overwrite=True, threshold_fn=threshold_fn,
+            errors_fn=errors_fn))
         summary = ch.load_json(dec_dir / "decisions_summary.json")
         c = summary["curves"]
         print(f"test AUROC {c['test_auroc']:.3f}, average precision {c['test_average_precision']:.3f}, "
@@ -87,12 +205,17 @@ def cells(md, code, params_cell, start_cell):
         code("""
         print(f"positive class: {summary['positive_class']} ({summary['positive_label']}); "
               f"n_val={summary['n_val']}, n_test={summary['n_test']}; thresholds chosen on: "
-              f"{summary['params']['thresholds_chosen_on']}")
+              f"{summary['params']['thresholds_chosen_on']}; functions of yours used: "
+              f"{summary['params'].get('custom', 'none')}")
         """, check=True),
         code("""
-        for name in ("roc_curve.png", "pr_curve.png", "operating_point_table.md", "high_conf_error_gallery.png"):
+        for name in ("roc_curve.png", "pr_curve.png", "high_conf_error_gallery.png"):
             wk.copy_file(dec_dir / name, name)
         op_table = (dec_dir / "operating_point_table.md").read_text()
+        who = {k: "your" if v == "student" else "the library's" for k, v in implementation.items()}
+        op_table += (f"\\nTarget-TPR and target-FPR thresholds chosen by {who['choose_threshold']} choose_threshold; "
+                     f"errors selected by {who['collect_high_conf_errors']} collect_high_conf_errors.\\n")
+        wk.save_text("operating_point_table.md", op_table)
         print(op_table)
         wk.show("roc_curve.png", width=360)
         wk.show("pr_curve.png", width=360)
@@ -119,7 +242,7 @@ def cells(md, code, params_cell, start_cell):
         print(f"gallery threshold ({DECISION_POINT}): {point['threshold']:.4f} -> test sensitivity "
               f"{point['test']['sensitivity']:.3f}, specificity {point['test']['specificity']:.3f}")
         """),
-        md("## 3. README (core)"),
+        md("## 4. README (core)"),
         code("""
         r = wk.readme("Week 7 — Thresholds, ROC/PR & error analysis (core)")
         r.p(f"Model: the Week 6 SSL fine-tune at {tag}% labels (`{wk.rel(npz)}`). "
@@ -236,3 +359,34 @@ def cells(md, code, params_cell, start_cell):
         report = wk.finish()
         """),
     ]
+
+
+def self_checks() -> dict:
+    """Expected values of this week's exercises: the library's reference on fixed inputs (run at build time)."""
+    import numpy as np
+
+    from medssl.decisions import high_confidence_errors, threshold_for_fpr, threshold_for_tpr
+
+    def threshold_reference(scores, y, metric, target):
+        return (threshold_for_tpr if metric == "tpr" else threshold_for_fpr)(scores, y, target)
+
+    def errors_reference(scores, y, t, k):
+        e = high_confidence_errors(scores, y, t, k)
+        return {kind: e.loc[e["kind"] == kind, "index"].to_numpy(dtype=np.int64) for kind in ("FP", "FN")}
+
+    rng = np.random.default_rng(0)
+    y1 = rng.integers(0, 2, 200)
+    s1 = np.clip(0.3 * y1 + rng.normal(0.35, 0.2, 200), 0, 1)
+    y2 = rng.integers(0, 2, 50)
+    s2 = np.round(rng.uniform(0, 1, 50), 1)                                  # many ties
+    s3, y3 = np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1])
+    s4, y4 = np.array([0.9, 0.7, 0.6, 0.2]), np.array([0, 1, 1, 0])        # the top score is a negative
+    threshold_cases = [{"args": [s1, y1, "tpr", 0.9]}, {"args": [s2, y2, "tpr", 0.8]}, {"args": [s3, y3, "tpr", 1.0]},
+                       {"args": [s1, y1, "fpr", 0.1]}, {"args": [s2, y2, "fpr", 0.2]}, {"args": [s4, y4, "fpr", 0.0]},
+                       {"args": [s3, y3, "fpr", 0.5]}]
+    errors_cases = [{"args": [s1, y1, 0.45, 5]}, {"args": [s2, y2, 0.5, 5]}, {"args": [s3, y3, 0.38, 5]},
+                    {"args": [s4, y4, 0.1, 3]}]
+    return {
+        "choose_threshold": {"reference": threshold_reference, "cases": threshold_cases, "atol": 0.0, "rtol": 0.0},
+        "collect_high_conf_errors": {"reference": errors_reference, "cases": errors_cases, "atol": 0.0, "rtol": 0.0},
+    }

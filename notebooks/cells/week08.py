@@ -16,6 +16,9 @@ Lead (whose results folder holds the files) and a Reviewer/Runner.
 Every perturbation is mild and deterministic (`medssl.robustness`): the same seed gives the same shifted images.
 The model is the Week 6 fine-tuned SSL model; the threshold and the hard cases come from your Week 7 analysis.
 
+**Your turn** (optional, section 1): write one of the perturbations, `brightness_contrast`, yourself. When its
+self-check passes, the robustness table uses it; until then the library's.
+
 → `results/week8/<dataset>/<lead_name>/`, files prefixed with the task id (`P8-1_robustness_table.csv`, ...).
 The one-page notes are skeletons with the numbers filled in; the argument is yours. Attach ≥ 1 reference per
 task in `reports/references/<task_id>_<shortname>.md` (template in that folder).
@@ -45,6 +48,55 @@ def cells(md, code, params_cell, start_cell):
         for n in names:
             print(f"{n:>20}: " + ", ".join(f"{k}={v:g}" for k, v in sev[n].items()))
         """, check=True),
+        md(r"""
+        ### Your turn (optional): a washed-out exposure
+        One of the shifts above, written by you: `brightness_contrast`, an exposure that is a little too bright
+        and too flat (another X-ray generator's settings, an ultrasound gain knob turned up). With $f$ = the image
+        in $[0, 1]$ (`images / 255`), $m$ = each image's own mean over its channels and pixels and $s$ = the
+        severity:
+
+        $$ out = m + (1 - s)\,(f - m) + s / 2 $$
+
+        — the contrast around the image's mean shrinks by $1 - s$ and the image brightens by $s/2$ — then back to
+        uint8 with rounding and clipping (`np.clip(np.rint(out * 255), 0, 255).astype(np.uint8)`). When the check
+        passes, the robustness table below uses your function for every `brightness_contrast` row.
+
+        *Hint:* `f.mean(axis=(1, 2, 3), keepdims=True)` is one mean per image, shaped to broadcast.
+        """),
+        code('''
+        import numpy as np
+
+
+        def brightness_contrast(images, severity, seed=0):
+            """A washed-out exposure: contrast times (1 - severity) around each image's mean, brightness + severity / 2.
+
+            images:   uint8 (N, C, H, W) in [0, 255]
+            severity: 0 <= severity < 1 (0 leaves the images unchanged)
+            seed:     not used (not random), kept so that every perturbation has the same signature
+            returns:  uint8 (N, C, H, W)
+            """
+            ### BEGIN SOLUTION
+            f = np.asarray(images, dtype=np.float64) / 255.0
+            m = f.mean(axis=(1, 2, 3), keepdims=True)
+            out = m + (1.0 - severity) * (f - m) + severity / 2.0
+            return np.clip(np.rint(out * 255.0), 0, 255).astype(np.uint8)
+            ### END SOLUTION
+        '''),
+        code("""
+        # Self-check: the images stored for fixed inputs (within one grey level), then two properties.
+        demo = np.random.default_rng(0).integers(0, 256, (2, 1, 5, 5), dtype=np.uint8)
+        sc.check("brightness_contrast", brightness_contrast, properties=[
+            ("uint8 images of the input's shape",
+             lambda: np.asarray(brightness_contrast(demo, 0.2)).dtype == np.uint8
+             and np.shape(brightness_contrast(demo, 0.2)) == demo.shape),
+            ("severity 0 leaves the images unchanged", lambda: np.array_equal(brightness_contrast(demo, 0.0), demo)),
+        ])
+        """, check=True),
+        code("""
+        perturbation_fns = sc.pick("brightness_contrast", {"brightness_contrast": brightness_contrast}, None,
+                                   "brightness_contrast (robustness table)")
+        implementation = {"brightness_contrast": "student" if perturbation_fns else "library"}
+        """, check=True),
         code("""
         import matplotlib.pyplot as plt
         from IPython.display import display
@@ -52,7 +104,8 @@ def cells(md, code, params_cell, start_cell):
         # validation images: looking at them decides nothing about the test split
         examples = robustness.perturbation_examples_figure(
             wk.load_splits()["val"].images, names, seed=wk.seed,
-            title=f"{spec.key}: validation images under each perturbation and severity")
+            title=f"{spec.key}: validation images under each perturbation and severity",
+            perturbation_fns=perturbation_fns)
         display(examples)
         plt.close(examples)
         """),
@@ -67,10 +120,11 @@ def cells(md, code, params_cell, start_cell):
         tag = pct_tag(FINETUNE_FRAC)
         model_path = wk.previous_run(6, f"downstream/finetune_{tag}pct.pt", what="fine-tuned model")
         week7_dir = wk.previous_run(7, "decisions", what="threshold and error analysis")
-        key = {"model": str(model_path), "week7": str(week7_dir), "severities": sev, "seed": wk.seed}
+        key = {"model": str(model_path), "week7": str(week7_dir), "severities": sev, "seed": wk.seed,
+               "implementation": implementation}
         rob_dir = wk.job("robustness", key, lambda o: robustness.evaluate_run_shifts(
             model_path, o, dataset=wk.dataset, perturbations=names, severities=sev, seed=wk.seed, week7=week7_dir,
-            overwrite=True))
+            overwrite=True, perturbation_fns=perturbation_fns))
         rs = ch.load_json(rob_dir / "robustness_summary.json")
         worst = f"{rs['worst']['perturbation']} ({rs['worst']['severity']})"
         print((rob_dir / "robustness_table.md").read_text())
@@ -95,6 +149,8 @@ def cells(md, code, params_cell, start_cell):
             wk.copy_file(rob_dir / "robustness_plot.png", f"{tid}_robustness_plot.png")
             n1 = ch.Readme(f"{tid} — robustness notes ({wk.dataset}, {wk.student})")
             n1.p((rob_dir / "robustness_table.md").read_text().split("\\n", 2)[-1])
+            who = "your" if implementation["brightness_contrast"] == "student" else "the library"
+            n1.p(f"brightness_contrast: {who}'s implementation.")
             n1.figure(f"{tid}_robustness_plot.png", "Metrics under each shift")
             n1.student("6-10 lines: what changed (accuracy, ranking, calibration), which shift hurt most and why "
                        "that is plausible for this modality.")
@@ -179,3 +235,19 @@ def cells(md, code, params_cell, start_cell):
         report = wk.finish()
         """),
     ]
+
+
+def self_checks() -> dict:
+    """Expected values of this week's exercise: the library's reference on fixed inputs (run at build time)."""
+    import numpy as np
+
+    from medssl.robustness import brightness_contrast
+
+    rng = np.random.default_rng(8)
+    # images of clearly different brightness, so a mean over the whole batch instead of per image shows
+    dark_bright = (rng.integers(0, 120, (3, 1, 6, 6)) + np.array([0, 60, 130])[:, None, None, None]).astype(np.uint8)
+    rgb = rng.integers(0, 256, (2, 3, 4, 4), dtype=np.uint8)
+    cases = [{"args": [dark_bright, 0.1]}, {"args": [dark_bright, 0.35]}, {"args": [rgb, 0.2]},
+             {"args": [rgb, 0.0]}, {"args": [np.full((1, 1, 3, 3), 255, dtype=np.uint8), 0.9]}]
+    return {"brightness_contrast": {"reference": lambda images, severity: brightness_contrast(images, severity),
+                                    "cases": cases, "atol": 1.0, "rtol": 0.0}}
