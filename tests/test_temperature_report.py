@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -115,3 +117,32 @@ def test_table_text_multiclass_under_confident():
                          "move slightly (each p_k also depends on the other logits).\n")
     assert "(+ = predicts the positive class too often)" in temperature_scaling_table(_result(0.8, 1, None))
     assert "T < 1" in temperature_scaling_table(_result(1.0, 1, None))   # exactly 1 is not "over-confident"
+
+
+def test_positive_probability_contract():
+    from medssl.calibration import positive_probability
+    from medssl.errors import ConfigError
+
+    p = np.array([[0.25, 0.75], [0.5, 0.5]], dtype=np.float32)
+    got = positive_probability(p, 0)
+    assert got.dtype == np.float64 and got.tolist() == [0.25, 0.5]
+    assert positive_probability(p, 1).tolist() == [0.75, 0.5]
+    for bad, cls, shape in ((np.ones((2, 3)) / 3, 0, "(2, 3)"), (np.ones(4) / 2, 1, "(4,)"), (p, 2, "(2, 2)")):
+        with pytest.raises(ConfigError, match=r"^positive_probability needs \(N, 2\) probabilities and a positive "
+                           rf"class 0 or 1, got shape {re.escape(shape)} and class {cls}\.$"):
+            positive_probability(bad, cls)
+
+
+def test_calibration_metrics_defaults_and_multiclass_positive():
+    from medssl.calibration import expected_calibration_error
+
+    rng = np.random.default_rng(5)
+    p2 = softmax(rng.normal(size=(300, 2)) * 2)
+    y2 = rng.integers(0, 2, 300)
+    m = calibration_metrics(p2, y2, 1)
+    assert m["ece"] == expected_calibration_error(p2, y2, 15, 1)               # 15 bins by default
+    assert m["ece"] != expected_calibration_error(p2, y2, 16, 1)
+    p3 = softmax(rng.normal(size=(300, 3)) * 2)
+    y3 = rng.integers(0, 3, 300)
+    # a positive class means nothing for three classes: top-label confidence is judged, as with None
+    assert calibration_metrics(p3, y3, 1) == calibration_metrics(p3, y3, None)
