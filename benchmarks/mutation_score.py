@@ -40,7 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 # function, as mutmut records them), so a mutant of a widely used helper does not rerun the training tests
 UNIT_TESTS = {
     "calibration": ("test_calibration.py", "test_ties.py", "test_known_answers.py", "test_multiclass.py",
-                    "test_temperature_report.py"),
+                    "test_temperature_report.py", "test_calibration_contracts.py"),
     "metrics": ("test_metrics.py", "test_ties.py", "test_known_answers.py", "test_multiclass.py"),
     "ssl": ("test_ssl.py", "test_moco_reference.py", "test_nt_xent_batch_size.py", "test_ssl_contracts.py",
             "test_fake_cuda.py"),
