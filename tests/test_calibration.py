@@ -252,6 +252,3 @@ def test_temperature_scaling_report_and_its_p1_files(tmp_path):
     assert res["after"]["brier"] == pytest.approx(brier_score(after, y[600:], 0))
     assert res["after"]["ece"] < res["before"]["ece"]
     assert res["after"]["auroc"] == pytest.approx(res["before"]["auroc"], abs=1e-12)
-    # temporary: notebooks/ still pass out_dir to the report; removed when the notebooks are rebuilt
-    temperature_scaling_report(z[:600], y[:600], z[600:], y[600:], "breastmnist", n_bins=10, out_dir=tmp_path / "nb")
-    assert all((tmp_path / "nb" / n).read_bytes() == (tmp_path / n).read_bytes() for n in names)

@@ -315,11 +315,13 @@ def cells(md, code, params_cell, start_cell):
         code("""
         if "P1" in tasks:
             from medssl.calibration import temperature_scaling_report
+            from medssl.decisions import write_temperature_scaling
 
             pred = np.load(down / f"finetune_predictions_{tag}pct.npz")
             p1_dir = wk.runs / "P1"
             ts = temperature_scaling_report(pred["val_logits"], pred["val_labels"], pred["test_logits"],
-                                            pred["test_labels"], spec, N_BINS, out_dir=p1_dir)
+                                            pred["test_labels"], spec, N_BINS)
+            write_temperature_scaling(ts, pred["test_logits"], pred["test_labels"], p1_dir)
             for name in ("P1_temp_scaling_table.md", "P1_reliability_before.png", "P1_reliability_after.png"):
                 wk.copy_file(p1_dir / name, name)
             wk.save_json("P1_temp_scaling_ece.json", {

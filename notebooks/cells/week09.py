@@ -31,12 +31,12 @@ def cells(md, code, params_cell, start_cell):
         checker validates) into one table. `python -m medssl.course aggregate` does the same from a terminal.
         """),
         code("""
-        from medssl import course
+        from medssl.course import aggregate
 
         include_smoke = wk.smoke if INCLUDE_SMOKE is None else bool(INCLUDE_SMOKE)
-        rows = course.collect_metrics(wk.results_root, include_smoke=include_smoke)
-        le = course.collect_label_efficiency(wk.results_root, include_smoke=include_smoke)
-        summary = course.summarise(rows)
+        rows = aggregate.collect_metrics(wk.results_root, include_smoke=include_smoke)
+        le = aggregate.collect_label_efficiency(wk.results_root, include_smoke=include_smoke)
+        summary = aggregate.summarise(rows)
         n_students = {}
         for r in rows:
             n_students.setdefault(r["dataset"], set()).add(r["student"])
@@ -50,7 +50,7 @@ def cells(md, code, params_cell, start_cell):
             print(f"week {w}: {', '.join(variants)}")
         """, check=True),
         code("""
-        summary_md = course.summary_markdown(summary) if summary else "_No metrics yet._"
+        summary_md = aggregate.summary_markdown(summary) if summary else "_No metrics yet._"
         print(summary_md)
         """),
         md("""
@@ -64,10 +64,10 @@ def cells(md, code, params_cell, start_cell):
             "figures/fig_label_efficiency.png": "Label efficiency (Week 5): SSL linear probe vs supervised",
             "figures/fig_ssl_comparison.png": "Week 6: supervised baseline vs SSL probe vs SSL fine-tune (10% labels)",
         }
-        wk.save_figure("figures/fig_baselines.png", course.comparison_figure(summary, weeks=(1, 2, 3)))
-        wk.save_figure("figures/fig_label_efficiency.png", course.label_efficiency_figure(le))
+        wk.save_figure("figures/fig_baselines.png", aggregate.comparison_figure(summary, weeks=(1, 2, 3)))
+        wk.save_figure("figures/fig_label_efficiency.png", aggregate.label_efficiency_figure(le))
         wk.save_figure("figures/fig_ssl_comparison.png",
-                       course.comparison_figure(summary, weeks=(6,), title="Week 6: SSL vs supervised (test AUROC)"))
+                       aggregate.comparison_figure(summary, weeks=(6,), title="Week 6: SSL vs supervised (test AUROC)"))
         for name in figures:
             wk.show(name, width=560)
         """),

@@ -343,8 +343,7 @@ def temperature_scaling_table(result: dict) -> str:
 
 
 def temperature_scaling_report(val_logits: np.ndarray, val_labels: np.ndarray, test_logits: np.ndarray,
-                               test_labels: np.ndarray, spec=None, n_bins: int = 15, out_dir=None,
-                               prefix: str = "P1_") -> dict:
+                               test_labels: np.ndarray, spec=None, n_bins: int = 15) -> dict:
     """Fit T on validation, compare test calibration before/after; returns the numbers as a dict.
 
     ``spec`` (a :class:`medssl.registry.DatasetSpec` or a dataset key) says which class is
@@ -370,8 +369,4 @@ def temperature_scaling_report(val_logits: np.ndarray, val_labels: np.ndarray, t
         "after": calibration_metrics(p_after, test_labels, pos, n_bins),
     }
     result["table_md"] = temperature_scaling_table(result)
-    if out_dir is not None:  # temporary: notebooks/ still ask for the files here; removed when they are rebuilt
-        from .decisions import write_temperature_scaling
-
-        write_temperature_scaling(result, test_logits, test_labels, out_dir, prefix)
     return result

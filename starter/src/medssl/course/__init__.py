@@ -11,21 +11,9 @@ this package; it builds on the library.
 * :mod:`~medssl.course.collect`: hand-in zips, made and taken in
 * :mod:`~medssl.course.cli`: ``python -m medssl.course``
 * :mod:`~medssl.course.notebook`: what the notebooks import as ``ch`` (``WeekRun``, ``Readme``, ...)
+* :mod:`~medssl.course.selfcheck`: the exercises' self-checks and ``self_checks.json``
 """
 
 from .config import PLACEHOLDER_URL, course_config, github_slug
-
-# temporary: notebooks/ (Week 9) still call these as medssl.course.<name>; removed when the notebooks are rebuilt
-_AGGREGATE_NAMES = ("collect_label_efficiency", "collect_metrics", "comparison_figure", "label_efficiency_figure",
-                    "summarise", "summary_markdown")
-
-
-def __getattr__(name: str):
-    if name in _AGGREGATE_NAMES:
-        from . import aggregate
-
-        return getattr(aggregate, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
 
 __all__ = ["PLACEHOLDER_URL", "course_config", "github_slug"]
