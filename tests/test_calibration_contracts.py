@@ -3,6 +3,8 @@ float32 input, and messages that say what was wrong. Written against mutation-te
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -77,3 +79,73 @@ def test_an_empty_set_has_no_calibration_error():
     empty_p, empty_y = np.zeros((0, 2)), np.zeros(0, dtype=int)
     assert maximum_calibration_error(empty_p, empty_y) == 0.0
     assert expected_calibration_error(empty_p, empty_y) == 0.0
+
+
+def test_confidence_and_outcome_for_each_input_shape():
+    from medssl.calibration import confidence_and_outcome
+
+    y = np.array([0, 1, 1, 0])
+    p1 = np.array([0.2, 0.9, 0.6, 0.4], dtype=np.float32)        # already P(positive)
+    conf, out = confidence_and_outcome(p1, y)
+    assert conf.dtype == np.float64 and out.tolist() == [0.0, 1.0, 1.0, 0.0]      # class 1 positive by default
+    assert confidence_and_outcome(p1, y, 0)[1].tolist() == [1.0, 0.0, 0.0, 1.0]
+    p2 = np.stack([1 - p1.astype(np.float64), p1.astype(np.float64)], axis=1)
+    conf, out = confidence_and_outcome(p2, y, 0)
+    assert np.allclose(conf, 1 - p1.astype(np.float64)) and out.tolist() == [1.0, 0.0, 0.0, 1.0]
+    conf, out = confidence_and_outcome(p2, y, None)                # top label
+    assert np.allclose(conf, [0.8, 0.9, 0.6, 0.6]) and out.tolist() == [1.0, 1.0, 1.0, 1.0]
+    p3 = np.array([[0.5, 0.3, 0.2], [0.1, 0.2, 0.7]])
+    conf, out = confidence_and_outcome(p3, np.array([0, 1]), 1)    # a positive class means nothing for 3 classes
+    assert conf.tolist() == [0.5, 0.7] and out.tolist() == [1.0, 0.0]
+
+
+def test_temperature_is_the_nll_optimum_in_float64():
+    rng = np.random.default_rng(7)
+    y = rng.integers(0, 3, 400)
+    z = rng.normal(size=(400, 3)) * 2
+    z[np.arange(400), y] += 2.0
+
+    def slope(t):
+        """d NLL / d log T at T, by hand: mean over images of (s_y - sum_k p_k s_k), s = z / T."""
+        s = z / t
+        p = np.exp(s - s.max(axis=1, keepdims=True))
+        p /= p.sum(axis=1, keepdims=True)
+        return float(np.mean(s[np.arange(400), y] - (p * s).sum(axis=1)))
+
+    ts = TemperatureScaler().fit(z, y)
+    assert abs(slope(ts.temperature)) < 1e-7                       # a stationary point, to float64 precision
+    assert slope(ts.temperature * 0.99) < -1e-4 < 1e-4 < slope(ts.temperature * 1.01)   # and a minimum
+    assert ts.max_iter == 200 and ts.bounds == (1e-2, 1e2) and ts.n_fit == 400
+    z32 = z.astype(np.float32)                     # float32 logits are fitted and scored in float64
+    a, b = TemperatureScaler().fit(z32, y), TemperatureScaler().fit(z32.astype(np.float64), y)
+    assert (a.temperature, a.nll_before, a.nll_after) == (b.temperature, b.nll_before, b.nll_after)
+
+
+def test_unfitted_scaler_record():
+    ts = TemperatureScaler()
+    assert (ts.temperature, ts.nll_before, ts.nll_after, ts.n_fit) == (None, None, None, 0)
+
+
+def test_fit_rejects_bad_input_with_its_reason():
+    z, y = np.zeros((4, 2)), np.array([0, 1, 0, 1])
+    shape_msg = r"Pass the raw model outputs \(logits\), not labels or 1-D scores\.$"
+    for bad_z, bad_y in ((z, y[:3]), (np.zeros(4), y), (np.zeros((4, 1)), y), (z[:0], y[:0])):
+        with pytest.raises(ConfigError, match=r"^temperature scaling needs logits \(N, K>=2\) and N labels, got .*"
+                           + shape_msg):
+            TemperatureScaler().fit(bad_z, bad_y)
+    with pytest.raises(ConfigError, match=r"^logits contain nan or inf; check the model's predictions before "
+                       r"calibrating\.$"):
+        TemperatureScaler().fit(np.array([[0.0, np.inf], [0.0, 1.0]]), y[:2])
+    for labels, got in (([0, 2, 0, 1], "0..2"), ([0, -1, 0, 1], "-1..1")):
+        with pytest.raises(ConfigError, match=rf"^labels must lie in 0\.\.1, got {re.escape(got)}\.$"):
+            TemperatureScaler().fit(z, np.array(labels))
+
+
+def test_nll_from_logits_is_float64_log_sum_exp():
+    from medssl.calibration import nll_from_logits
+
+    rng = np.random.default_rng(3)
+    z32, y = (rng.normal(size=(100, 4)) * 30).astype(np.float32), rng.integers(0, 4, 100)
+    z = z32.astype(np.float64)
+    want = float(np.mean(np.log(np.exp(z - z.max(1, keepdims=True)).sum(1)) + z.max(1) - z[np.arange(100), y]))
+    assert nll_from_logits(z32, y) == nll_from_logits(z, y) == pytest.approx(want, rel=1e-12)
