@@ -149,3 +149,45 @@ def test_nll_from_logits_is_float64_log_sum_exp():
     z = z32.astype(np.float64)
     want = float(np.mean(np.log(np.exp(z - z.max(1, keepdims=True)).sum(1)) + z.max(1) - z[np.arange(100), y]))
     assert nll_from_logits(z32, y) == nll_from_logits(z, y) == pytest.approx(want, rel=1e-12)
+
+
+def test_softmax_and_nll_are_stable_row_by_row():
+    from medssl.calibration import nll_from_logits
+
+    z = np.array([[1000.0, 999.0], [0.0, 1.0], [-800.0, -801.0]])   # rows on very different scales
+    p = softmax(z)
+    e = np.exp(-1.0)
+    assert np.allclose(p, [[1 / (1 + e), e / (1 + e)], [e / (1 + e), 1 / (1 + e)], [1 / (1 + e), e / (1 + e)]])
+    assert softmax(z.astype(np.float32)).dtype == np.float64
+    assert nll_from_logits(z, np.array([0, 1, 0])) == pytest.approx(np.log1p(e), rel=1e-12)
+
+
+def test_reliability_bins_report_edges_counts_and_empty_bins():
+    from medssl.calibration import reliability_bins
+
+    conf = np.array([0.05, 0.35, 0.35, 0.9, 0.95, 0.97], dtype=np.float32)
+    out = np.array([0, 1, 0, 1, 1, 0], dtype=np.int64)
+    u = reliability_bins(conf, out, 4)
+    assert u.count.tolist() == [1, 2, 0, 3]
+    assert np.isnan(u.confidence[2]) and np.isnan(u.accuracy[2])              # an empty bin has no mean
+    assert u.accuracy[3] == pytest.approx(2 / 3) and u.confidence[1] == pytest.approx(0.35)
+    assert len(reliability_bins(conf, out).count) == 15                      # 15 bins by default
+    q = reliability_bins(conf, out, 3, "quantile")
+    assert q.count.tolist() == [2, 2, 2]
+    assert q.lower.tolist() == pytest.approx([0.05, 0.35, 0.95])
+    assert q.upper.tolist() == pytest.approx([0.35, 0.9, 0.97])
+    e = reliability_bins(conf[:2], out[:2], 3, "quantile")                  # more bins than predictions
+    assert e.count.tolist() == [1, 1, 0] and np.isnan(e.lower[2]) and np.isnan(e.upper[2])
+    assert np.isnan(e.confidence[2]) and e.lower[:2].tolist() == pytest.approx([0.05, 0.35])
+    with pytest.raises(ValueError, match=r"^n_bins must be >= 1, got 0$"):
+        reliability_bins(conf, out, 0)
+    with pytest.raises(ValueError, match=r"^strategy must be 'uniform' or 'quantile', got 'median'$"):
+        reliability_bins(conf, out, 3, "median")
+
+
+def test_auroc_is_nan_when_a_class_is_missing():
+    from medssl.calibration import auroc
+
+    assert np.isnan(auroc(np.array([1, 1, 1]), np.array([[0.2, 0.8], [0.4, 0.6], [0.9, 0.1]]), 1))
+    p3 = softmax(np.random.default_rng(0).normal(size=(6, 3)))
+    assert np.isnan(auroc(np.array([0, 1, 0, 1, 0, 1]), p3))
