@@ -41,7 +41,8 @@ REPO = Path(__file__).resolve().parents[1]
 UNIT_TESTS = {
     "calibration": ("test_calibration.py", "test_ties.py", "test_known_answers.py", "test_multiclass.py",
                     "test_temperature_report.py", "test_calibration_contracts.py"),
-    "metrics": ("test_metrics.py", "test_ties.py", "test_known_answers.py", "test_multiclass.py"),
+    "metrics": ("test_metrics.py", "test_ties.py", "test_known_answers.py", "test_multiclass.py",
+                "test_metrics_contracts.py"),
     "ssl": ("test_ssl.py", "test_moco_reference.py", "test_nt_xent_batch_size.py", "test_ssl_contracts.py",
             "test_fake_cuda.py"),
     "decisions": ("test_decisions.py", "test_ties.py", "test_known_answers.py", "test_selection_invariance.py"),
