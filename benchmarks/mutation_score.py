@@ -48,7 +48,8 @@ UNIT_TESTS = {
     "decisions": ("test_decisions.py", "test_ties.py", "test_known_answers.py", "test_selection_invariance.py"),
     "probe": ("test_probe.py", "test_selection_invariance.py", "test_smallcnn_encoder_downstream.py"),
     "recipes": ("test_recipes.py", "test_known_answers.py", "test_fake_cuda.py"),
-    "data": ("test_data.py", "test_data_skip_guards.py", "test_label_fractions.py"),
+    "data": ("test_data.py", "test_data_skip_guards.py", "test_label_fractions.py", "test_accel.py",
+             "test_fake_cuda.py"),
 }
 MODULES = tuple(UNIT_TESTS)
 EQUIVALENTS = REPO / "benchmarks" / "mutation_equivalents.toml"
