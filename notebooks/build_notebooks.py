@@ -43,8 +43,8 @@ sys.path.insert(0, str(HERE))
 
 import cells  # noqa: E402  (the text of every week's cells: notebooks/cells/weekNN.py)
 
-from medssl import manifest as M  # noqa: E402
 from medssl.course import PLACEHOLDER_URL, course_config, github_slug  # noqa: E402
+from medssl.course import manifest as M  # noqa: E402
 from medssl.selfcheck import expected_from_spec, expected_path, write_expected  # noqa: E402
 
 WEEKS = cells.WEEKS
@@ -198,7 +198,7 @@ except ImportError:
     importlib.invalidate_caches()
     import medssl
 
-from medssl import course_helpers as ch
+from medssl.course import notebook as ch
 
 print(ch.device_banner())
 """

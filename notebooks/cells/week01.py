@@ -34,7 +34,7 @@ def cells(md, code, params_cell, start_cell):
         md("""
         ## 0. What this week produces
         The cell below sets up the run and prints the week's checklist, straight from the course manifest
-        (`medssl.manifest`) that the submission checker also uses.
+        (`medssl.course.manifest`) that the submission checker also uses.
         """),
         start_cell(1),
         md("""
