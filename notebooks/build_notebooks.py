@@ -45,7 +45,7 @@ import cells  # noqa: E402  (the text of every week's cells: notebooks/cells/wee
 
 from medssl.course import PLACEHOLDER_URL, course_config, github_slug  # noqa: E402
 from medssl.course import manifest as M  # noqa: E402
-from medssl.selfcheck import expected_from_spec, expected_path, write_expected  # noqa: E402
+from medssl.course.selfcheck import expected_from_spec, expected_path, write_expected  # noqa: E402
 
 WEEKS = cells.WEEKS
 SOLUTIONS = HERE / "solutions"           # the instructor edition
@@ -241,7 +241,8 @@ def start_cell(week: int, extra_args: str = "", self_checks: bool | None = None)
                         smoke=SMOKE, overwrite=OVERWRITE, drive=DRIVE, precision=PRECISION,
                         deterministic=DETERMINISTIC""").strip().replace("WEEK", str(week)) + more + ")"
     if self_checks:
-        src = ("from medssl.selfcheck import SelfChecks\n\n" + src + f"\nsc = SelfChecks(week={week}, out_dir=wk.out)"
+        src = ("from medssl.course.selfcheck import SelfChecks\n\n" + src
+               + f"\nsc = SelfChecks(week={week}, out_dir=wk.out)"
                "  # your exercises' checks: PASS / FAIL / TODO, kept in self_checks.json")
     return code(src + "\nprint(wk.describe())", check=True)
 

@@ -29,8 +29,8 @@ import pytest
 from datahelpers import real_file_available
 
 from medssl.augment import BatchAugment, ssl_augmentation
+from medssl.course.selfcheck import SelfChecks, decode, expected_from_spec, expected_path, first_mismatch
 from medssl.data import load_splits
-from medssl.selfcheck import SelfChecks, decode, expected_from_spec, expected_path, first_mismatch
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
@@ -282,7 +282,7 @@ def test_each_exercise_passes_only_when_right(name, tmp_path, namespace_base, ca
 
 
 def test_check_self_checks_reports_fail_and_todo(tmp_path, namespace_base):
-    from medssl.selfcheck import check_self_checks
+    from medssl.course.selfcheck import check_self_checks
 
     assert check_self_checks(tmp_path) == []
     run_exercise("nt_xent", "solution", tmp_path, namespace_base)

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from medssl.selfcheck import SelfChecks, expected_path
+from medssl.course.selfcheck import SelfChecks, expected_path
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 if str(NOTEBOOKS) not in sys.path:

@@ -11,10 +11,6 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "starter" / "src" / "medssl"
 # modules that compute numbers: medssl.plots draws figures from them, never the other way round
 NUMBERS = ("calibration", "metrics", "data", "models", "ssl", "augment")
-# temporary: notebooks/ still import these two names; removed when the notebooks are rebuilt
-SHIMS = ("medssl.course_helpers", "medssl.manifest")
-# temporary: notebooks/ still pass out_dir to calibration.temperature_scaling_report, which hands the files to
-# decisions.write_temperature_scaling; removed when the notebooks are rebuilt
 
 
 def module_name(path: Path) -> str:
@@ -66,7 +62,7 @@ def test_number_modules_never_import_plots():
 def test_the_library_never_imports_the_course_machinery():
     graph = import_graph()
     for module, deps in graph.items():
-        if is_course(module) or module in SHIMS:
+        if is_course(module):
             continue
         assert not {d for d in deps if is_course(d)}, f"{module} imports {sorted(d for d in deps if is_course(d))}"
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from medssl.course.selfcheck import SelfChecks, decode, encode, first_mismatch, record_cases
 from medssl.errors import ConfigError
-from medssl.selfcheck import SelfChecks, decode, encode, first_mismatch, record_cases
 
 
 def _square_sum(x, scale=1.0):
@@ -116,7 +116,7 @@ def test_first_mismatch_walks_sequences_of_arrays_of_different_shapes():
 
 
 def test_expected_file_is_one_line_per_case_and_float32_round_trips_exactly(tmp_path):
-    from medssl.selfcheck import expected_from_spec, write_expected
+    from medssl.course.selfcheck import expected_from_spec, write_expected
 
     x = torch.tensor([0.1, 1 / 3, 1e-8], dtype=torch.float32)
     spec = {"id": {"reference": lambda t: t * 1, "cases": [{"args": [x]}, {"args": [2 * x]}], "atol": 0, "rtol": 0}}

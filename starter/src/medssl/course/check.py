@@ -335,7 +335,7 @@ def _check_self_checks(folder: Path, week: int, report: CheckReport) -> None:
 
 def week_has_exercises(week: int) -> bool:
     """Whether Week ``week`` has self-checked exercises (a stored expected-values file in the course)."""
-    from ..selfcheck import expected_path
+    from .selfcheck import expected_path
 
     return expected_path(week).exists()
 

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ConfigError
-from .utils import write_json, write_text
+from ..errors import ConfigError
+from ..utils import write_json, write_text
 
 FILENAME = "self_checks.json"
 STATUSES = ("PASS", "FAIL", "TODO")
@@ -41,7 +41,7 @@ class NotAttempted(Exception):
 def expected_path(week: int, root: str | os.PathLike | None = None) -> Path:
     """``notebooks/self_checks/weekNN.json`` of the repository that holds this library (or of ``root``)."""
     if root is None:
-        root = Path(__file__).resolve().parents[3]  # starter/src/medssl/selfcheck.py -> repository root
+        root = Path(__file__).resolve().parents[4]  # starter/src/medssl/course/selfcheck.py -> repository root
     return Path(root) / EXPECTED_DIR / f"week{week:02d}.json"
 
 
