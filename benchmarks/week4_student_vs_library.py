@@ -14,7 +14,8 @@ names the pieces used, then prints mean ± std of the test AUROC per path and wr
 
     MEDMNIST_ROOT=/path/to/medmnist python benchmarks/week4_student_vs_library.py --out runs/week4_paths
 
-About an hour on a 2-core CPU (six 30-epoch ResNet-18 pretrainings on BreastMNIST); minutes on a GPU.
+One to four hours on a 2-core CPU, depending on what else runs (six 30-epoch ResNet-18 pretrainings on
+BreastMNIST, 10-40 minutes each); minutes on a GPU. ``--resume`` keeps the runs that finished (probe included).
 """
 
 from __future__ import annotations
@@ -33,8 +34,13 @@ REPO = Path(__file__).resolve().parents[1]
 PATHS = {"student": REPO / "notebooks" / "solutions", "library": REPO / "notebooks"}
 
 
-def one(path: str, seed: int, dataset: str, out: Path) -> dict:
+def one(path: str, seed: int, dataset: str, out: Path, resume: bool = False) -> dict:
     student = f"{path}_s{seed}"
+    probe_dir = out / "probe" / student
+    row_file = probe_dir / "row.json"
+    if resume and row_file.exists():
+        print(f"reusing {student}", flush=True)
+        return json.loads(row_file.read_text())
     t0 = time.perf_counter()
     o = runner.run_week(4, dataset, student, out / "results", smoke=False, params={"SEED": seed},
                         notebooks_dir=PATHS[path], overwrite=True)
@@ -45,13 +51,13 @@ def one(path: str, seed: int, dataset: str, out: Path) -> dict:
     ssl = json.loads((o.out_dir / "ssl_config.json").read_text())
     custom = {k for k, v in ssl["components"].items() if v != "library"}
     assert custom == ({"views", "head", "loss", "step"} if path == "student" else set()), ssl["components"]
-    probe_dir = out / "probe" / student
     probe_run(DownstreamConfig(dataset=dataset, encoder=str(o.out_dir / "ssl_encoder.pt"), fractions=[0.1],
                                seed=seed, progress=False), probe_dir, overwrite=True)
     probe = json.loads((probe_dir / "probe_metrics_10pct.json").read_text())
     row = {"path": path, "seed": seed, "probe_auroc_10pct": probe["auroc"], "final_ssl_loss": ssl["final_loss"],
            "epochs": ssl["epochs_run"], "pretrain_minutes": ssl["wall_time_s"] / 60, "notebook_minutes": minutes,
            "checks": sorted(checks), "components": ssl["components"]}
+    row_file.write_text(json.dumps(row, indent=2) + "\n")
     print(json.dumps({k: row[k] for k in ("path", "seed", "probe_auroc_10pct", "final_ssl_loss",
                                           "notebook_minutes")}), flush=True)
     return row
@@ -62,9 +68,10 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True, help="folder for the runs, probes and summary.json")
     p.add_argument("--dataset", default="breastmnist")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--resume", action="store_true", help="reuse the runs that finished in --out")
     args = p.parse_args(argv)
     out = Path(args.out).resolve()
-    rows = [one(path, seed, args.dataset, out) for seed in args.seeds for path in PATHS]
+    rows = [one(path, seed, args.dataset, out, args.resume) for seed in args.seeds for path in PATHS]
     summary = {}
     for path in PATHS:
         aurocs = [r["probe_auroc_10pct"] for r in rows if r["path"] == path]
