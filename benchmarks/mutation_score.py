@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import tomllib
@@ -58,6 +59,9 @@ KILLED = {1, 3, 37}
 SURVIVED = {0}
 NO_TESTS = {5, 33}
 TIMEOUT = {24, -24, 36, 152, 255}
+TIMEOUT_CODE = 36
+RECHECK = "recheck.json"  # verdicts of --recheck, beside mutmut's own
+RECHECK_TIMEOUT_S = 600
 
 PYTEST_INI = """[pytest]
 testpaths = tests
@@ -139,12 +143,78 @@ def equivalent_reason(name: str, diff: str, equivalents: list[dict]) -> str | No
 
 
 def read_results(workdir: Path, modules: list[str]) -> dict[str, dict[str, int | None]]:
-    """``{module: {mutant name: exit code}}`` from mutmut's per-file ``.meta`` records (``workdir/<module>``)."""
+    """``{module: {mutant name: exit code}}`` from mutmut's per-file ``.meta`` records (``workdir/<module>``),
+    with the verdicts of a later ``--recheck`` (``recheck.json``) taking precedence."""
     out = {}
     for m in modules:
         meta = workdir / m / "mutants" / "src" / "medssl" / f"{m}.py.meta"
         out[m] = json.loads(meta.read_text())["exit_code_by_key"] if meta.exists() else {}
+        rechecked = workdir / m / RECHECK
+        if rechecked.exists():
+            out[m].update(json.loads(rechecked.read_text()))
     return out
+
+
+def same_source(workdir: Path, module: str, option: str) -> None:
+    """Stop unless ``workdir/<module>`` holds a run of the module's current source (else its mutants are stale)."""
+    original = workdir / module / "src" / "medssl" / f"{module}.py"
+    current = REPO / "starter" / "src" / "medssl" / f"{module}.py"
+    if not original.exists():
+        raise SystemExit(f"{option}: no earlier run of {module} in {workdir / module}; run without {option} first")
+    if original.read_bytes() != current.read_bytes():
+        raise SystemExit(f"{option}: {current.relative_to(REPO)} changed since the run in {workdir / module}; "
+                         f"its mutants are stale, so run without {option}")
+
+
+def recheck(workdir: Path, module: str, python: str, workers: int, equivalents: list[dict], diff_of) -> dict:
+    """Re-run the survivors of an earlier run in ``workdir/<module>`` against the repository's current tests.
+
+    mutmut keeps its verdicts and does not re-test survivors when tests are added, and adding test files to the
+    selection makes it throw every verdict away. Killed mutants stay killed when tests are only added, so only the
+    survivors (and the mutants no test reached) need a new run: each is run here the way mutmut runs it (the
+    mutated copy first on the path, ``MUTANT_UNDER_TEST`` naming the mutant) against ``UNIT_TESTS[module]``. The
+    module's own source must be unchanged since that run, or the mutants are not the module's any more.
+    """
+    root = workdir / module
+    same_source(workdir, module, "--recheck")
+    tests_dir = root / "mutants" / "tests"
+    shutil.copytree(REPO / "tests", tests_dir, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
+    env = {**os.environ, "MPLBACKEND": "Agg", "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+           "PYTHONPATH": "src"}
+    cmd = [python, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-p", "no:nbval", "-m",
+           "not slow and not cuda", *[f"tests/{t}" for t in UNIT_TESTS[module]]]
+    # the harness itself: the mutated copy is the one imported, and the tests pass with no mutant active
+    where = subprocess.run([python, "-c", f"import medssl.{module} as m; print(m.__file__)"], cwd=root / "mutants",
+                           env=env, capture_output=True, text=True)
+    if not where.stdout.strip().startswith(str((root / "mutants").resolve())):
+        raise SystemExit(f"--recheck: medssl.{module} imports from {where.stdout.strip() or where.stderr}, "
+                         "not from the mutated copy")
+    clean = subprocess.run(cmd, cwd=root / "mutants", env={**env, "MUTANT_UNDER_TEST": ""},
+                           capture_output=True, text=True)
+    if clean.returncode != 0:
+        raise SystemExit(f"--recheck: {module}'s tests fail with no mutant active:\n{clean.stdout[-3000:]}")
+    codes = read_results(workdir, [module])[module]
+    todo = [n for n, c in sorted(codes.items())
+            if (c in SURVIVED or c in NO_TESTS) and not equivalent_reason(n, diff_of(n), equivalents)]
+    print(f"{module}: re-running {len(todo)} survivor(s) against {', '.join(UNIT_TESTS[module])}", flush=True)
+
+    def one(name: str) -> tuple[str, int]:
+        try:
+            r = subprocess.run(cmd, cwd=root / "mutants", env={**env, "MUTANT_UNDER_TEST": name},
+                               capture_output=True, text=True, timeout=RECHECK_TIMEOUT_S)
+            return name, r.returncode
+        except subprocess.TimeoutExpired:
+            return name, TIMEOUT_CODE
+
+    path = root / RECHECK
+    done = json.loads(path.read_text()) if path.exists() else {}
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for i, (name, code) in enumerate(pool.map(one, todo), 1):
+            done[name] = code
+            path.write_text(json.dumps(done, indent=1) + "\n")  # a stopped recheck keeps what it found
+            print(f"  [{i}/{len(todo)}] {name}: {'killed' if code in KILLED or code in TIMEOUT else 'survived'}"
+                  f" (exit {code})", flush=True)
+    return done
 
 
 def show(workdir: Path, name: str, python: str) -> str:
@@ -193,6 +263,10 @@ def main(argv=None) -> int:
     p.add_argument("--workdir", default=None, help="scratch folder (default: a temporary one, removed afterwards)")
     p.add_argument("--keep", action="store_true", help="keep the scratch folder (to look at mutants with mutmut)")
     p.add_argument("--reuse", action="store_true", help="only re-read and re-score the results in --workdir")
+    p.add_argument("--resume", action="store_true",
+                   help="continue a stopped run in --workdir: mutmut tests only the mutants it has no verdict for")
+    p.add_argument("--recheck", action="store_true",
+                   help="re-run only the survivors of the run in --workdir against the current tests")
     p.add_argument("--out", default=None, help="also write the scores and survivors to this JSON file")
     p.add_argument("--no-diffs", action="store_true", help="list survivors by name only")
     args = p.parse_args(argv)
@@ -204,12 +278,28 @@ def main(argv=None) -> int:
         return 2
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="medssl-mutation-")) / "work"
     t0 = time.perf_counter()
-    if not args.reuse:
+    if args.recheck and not args.workdir:
+        p.error("--recheck needs the --workdir of an earlier run")
+    equivalents = load_equivalents()
+    diffs: dict[str, str] = {}
+
+    def diff_of(name: str) -> str:
+        if name not in diffs:
+            diffs[name] = show(workdir, name, python)
+        return diffs[name]
+
+    if args.recheck:
+        for m in args.modules:
+            recheck(workdir, m, python, args.max_children, equivalents, diff_of)
+    elif not args.reuse:
         # one thread: mutmut forks a test process per mutant, and torch's OpenMP pool does not survive a fork
         # (a child can hang in its first parallel op, which would count as a timeout)
         env = {**os.environ, "MPLBACKEND": "Agg", "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
         for m in args.modules:
-            prepare(workdir / m, m, args.rev)
+            if args.resume and (workdir / m / "mutants").exists():
+                same_source(workdir, m, "--resume")
+            else:
+                prepare(workdir / m, m, args.rev)
             print(f"mutmut run for {m} in {workdir / m} (tests: {', '.join(UNIT_TESTS[m])})", flush=True)
             t_m = time.perf_counter()
             r = subprocess.run([python, "-m", "mutmut", "run", "--max-children", str(args.max_children)],
@@ -219,14 +309,6 @@ def main(argv=None) -> int:
                 return 1
             print(f"{m}: {time.perf_counter() - t_m:.0f}s", flush=True)
     wall = time.perf_counter() - t0
-    equivalents = load_equivalents()
-    diffs: dict[str, str] = {}
-
-    def diff_of(name: str) -> str:
-        if name not in diffs:
-            diffs[name] = show(workdir, name, python)
-        return diffs[name]
-
     rows = score(read_results(workdir, args.modules), diff_of, equivalents)
     print(f"\n{'module':<12} {'mutants':>7} {'killed':>6} {'survived':>8} {'no tests':>8} {'equiv.':>6} {'kill %':>7}")
     for r in rows:
