@@ -382,15 +382,20 @@ def test_run_on_cuda_saves_fp32_predictions_and_a_cpu_checkpoint(synth_root, tmp
 @pytest.mark.usefixtures("global_flags")
 def test_fp16_path_with_grad_scaler_on_a_real_gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))   # as on a T4
-    model = accel.to_device(build_model("smallcnn", 2, 1), "cuda")
-    before = [p.detach().clone() for p in model.parameters()]
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
-    scaler = accel.grad_scaler("cuda")
-    assert scaler.is_enabled()
     batches = [(x.cuda(), y.cuda()) for x, y in _tiny_batches(3)]
-    loss = train_one_epoch(model, batches, 3, opt, device=torch.device("cuda"), progress=False, scaler=scaler)
-    assert np.isfinite(loss) and scaler.get_scale() > 0
-    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    losses = {}
+    for precision in ("auto", "fp32"):                   # auto on a T4 = float16 with the grad scaler
+        torch.manual_seed(0)
+        model = accel.to_device(build_model("smallcnn", 2, 1), "cuda")
+        before = [p.detach().clone() for p in model.parameters()]
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
+        scaler = accel.grad_scaler("cuda", precision)
+        assert scaler.is_enabled() is (precision == "auto")
+        losses[precision] = train_one_epoch(model, batches, 3, opt, device=torch.device("cuda"), progress=False,
+                                            scaler=scaler, precision=precision)
+        assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    # the reported loss is the unscaled one (a scaled loss would be ~65536x), and fp16 tracks fp32 closely
+    assert abs(losses["auto"] - losses["fp32"]) < 0.05, losses
 
 
 @pytest.mark.cuda
