@@ -1,0 +1,158 @@
+"""Week 7's decisions module, the parts its other tests leave open: the multi-class error table record, run
+folders with either config layout, the error for a missing run, and the command line (defaults, every option
+reaching the analysis, the summary line)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from medssl import decisions
+from medssl.calibration import softmax
+from medssl.errors import CheckpointError, ConfigError
+
+COLUMNS = ["kind", "rank", "index", "pred", "confidence", "p_true"]
+
+
+def _tied_probs(n=260, seed=0):
+    """Three-class probabilities whose wrong cases share only three confidence values (many ties)."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 3, n)
+    top = rng.choice([0.6, 0.7, 0.8], size=n)
+    pred = (labels + rng.integers(0, 3, n)) % 3          # about a third right, two thirds wrong
+    probs = np.empty((n, 3))
+    for i in range(n):
+        rest = (1 - top[i]) / 2
+        probs[i] = rest
+        probs[i, pred[i]] = top[i]
+    return probs, labels
+
+
+def test_top_label_errors_whole_record_with_ties_broken_by_index():
+    probs, labels = _tied_probs()
+    got = decisions.top_label_errors(probs, labels)                 # k defaults to 10
+    pred, conf = probs.argmax(1), probs.max(1)
+    wrong = sorted((i for i in range(len(labels)) if pred[i] != labels[i]), key=lambda i: (-conf[i], i))
+    assert len(wrong) > 100                                          # enough ties for an unstable sort to show
+    want = pd.DataFrame([{"kind": "error", "rank": r, "index": i, "pred": int(pred[i]), "confidence": conf[i],
+                          "p_true": probs[i, labels[i]]} for r, i in enumerate(wrong[:10], 1)], columns=COLUMNS)
+    pd.testing.assert_frame_equal(got, want)
+    assert len(decisions.top_label_errors(probs, labels, k=25)) == 25
+
+
+def test_top_label_errors_without_errors_is_an_empty_table_with_the_columns():
+    probs = np.eye(3)[[0, 1, 2, 1]] * 0.9 + 0.1 / 3
+    got = decisions.top_label_errors(probs, np.array([0, 1, 2, 1]))
+    assert got.empty and list(got.columns) == COLUMNS
+
+
+def _run_folder(tmp_path, config_json, n=40):
+    rng = np.random.default_rng(0)
+    run = tmp_path / "run"
+    run.mkdir()
+    y = rng.integers(0, 2, n)
+    np.savez(run / "predictions.npz", val_logits=rng.normal(size=(n, 2)), val_labels=y,
+             test_logits=rng.normal(size=(n, 2)), test_labels=y[::-1])
+    if config_json is not None:
+        (run / "config.json").write_text(json.dumps(config_json))
+    return run
+
+
+@pytest.mark.parametrize("layout", ["nested", "flat"])
+def test_run_config_is_read_in_both_layouts(tmp_path, layout):
+    cfg = {"dataset": "breastmnist", "size": 64, "root": "/data/medmnist"}
+    run = _run_folder(tmp_path, {"config": cfg, "status": "done"} if layout == "nested" else cfg)
+    pr = decisions.load_predictions(run)
+    assert (pr.dataset, pr.size, pr.root) == ("breastmnist", 64, "/data/medmnist")
+    assert pr.meta["config"] == cfg
+
+
+def test_a_config_that_is_not_an_object_is_ignored(tmp_path):
+    run = _run_folder(tmp_path, ["not", "a", "config"])
+    with pytest.raises(ConfigError, match="cannot tell which dataset"):
+        decisions.load_predictions(run)
+    pr = decisions.load_predictions(run, dataset="pneumoniamnist")
+    assert (pr.dataset, pr.size, pr.meta["config"]) == ("pneumoniamnist", 28, {})
+
+
+def test_a_missing_run_says_what_to_pass(tmp_path):
+    with pytest.raises(CheckpointError) as exc:
+        decisions.load_predictions(tmp_path / "nowhere")
+    assert str(exc.value) == (f"{tmp_path / 'nowhere'} not found; pass a training run folder (with "
+                              "predictions.npz), a predictions.npz file or a best.pt checkpoint.")
+
+
+def test_cli_defaults():
+    p = decisions.build_parser()
+    assert p.prog == "python -m medssl.decisions"
+    a = p.parse_args(["--run", "r", "--dataset", "breastmnist", "--out", "o"])
+    assert (a.run, a.target_tpr, a.target_fpr, a.decision_point, a.k, a.n_bins, a.overwrite) == \
+        ("r", 0.9, 0.1, "youden", 5, 15, False)
+    for missing in (["--dataset", "breastmnist", "--out", "o"], ["--run", "r", "--dataset", "breastmnist"]):
+        with pytest.raises(SystemExit):
+            p.parse_args(missing)
+    with pytest.raises(SystemExit):
+        p.parse_args(["--run", "r", "--dataset", "breastmnist", "--out", "o", "--decision-point", "best"])
+
+
+def test_cli_passes_every_option_to_the_analysis_and_prints_its_numbers(tmp_path, synth_root, capsys):
+    from medssl.data import load_split
+
+    val, test = load_split("synthetic", "val", root=synth_root), load_split("synthetic", "test", root=synth_root)
+    rng = np.random.default_rng(1)
+    vz, tz = rng.normal(size=(len(val), 2)), rng.normal(size=(len(test), 2))
+    vz[np.arange(len(val)), val.labels] += 2.0
+    tz[np.arange(len(test)), test.labels] += 2.0
+    run = tmp_path / "run"
+    run.mkdir()
+    np.savez(run / "predictions.npz", val_logits=vz * 3, val_labels=val.labels, test_logits=tz * 3,
+             test_labels=test.labels)
+    out = tmp_path / "w7"
+    argv = ["--run", str(run), "--dataset", "synthetic", "--root", str(synth_root), "--out", str(out),
+            "--target-tpr", "0.8", "--target-fpr", "0.2", "--decision-point", "max_f1", "--k", "2",
+            "--n-bins", "10", "--device", "cpu"]
+    assert decisions.main(argv) == 0
+    s = json.loads((out / "decisions_summary.json").read_text())
+    assert s["params"] | {"rule": None, "thresholds_chosen_on": None, "probabilities": None} == {
+        "target_tpr": 0.8, "target_fpr": 0.2, "decision_point": "max_f1", "k": 2, "n_bins": 10,
+        "rule": None, "thresholds_chosen_on": None, "probabilities": None}
+    assert s["source"] == str(run) and s["dataset"] == "synthetic"
+    assert s["threshold"] == s["points"]["max_f1"]["threshold"] and s["decision_point"] == "max_f1"
+    assert sum(e["kind"] == "FP" for e in s["errors"]) <= 2 and sum(e["kind"] == "FN" for e in s["errors"]) <= 2
+    assert "high_conf_error_gallery.png" in s["files"]                 # the images came from --root
+    c = s["calibration"]
+    assert capsys.readouterr().out.strip() == (
+        f"[synthetic] T={c['temperature']:.3f} test ECE {c['before']['ece']:.4f} -> {c['after']['ece']:.4f}"
+        f" | max_f1 threshold {s['threshold']:.4f} -> {out}")
+    # a second run into the same folder needs --overwrite, and then replaces it
+    with pytest.raises(Exception, match="overwrite"):
+        decisions.main(argv)
+    assert decisions.main([*argv, "--overwrite", "--k", "1"]) == 0
+    assert json.loads((out / "decisions_summary.json").read_text())["params"]["k"] == 1
+
+
+def test_cli_on_a_multiclass_run_prints_no_threshold(tmp_path, synth_root, capsys):
+    from medssl.data import load_split
+
+    val, test = load_split("synthetic8", "val", root=synth_root), load_split("synthetic8", "test", root=synth_root)
+    rng = np.random.default_rng(2)
+    vz, tz = rng.normal(size=(len(val), 8)), rng.normal(size=(len(test), 8))
+    vz[np.arange(len(val)), val.labels] += 2
+    tz[np.arange(len(test)), test.labels] += 2
+    run = tmp_path / "run"
+    run.mkdir()
+    np.savez(run / "predictions.npz", val_logits=vz, val_labels=val.labels, test_logits=tz, test_labels=test.labels)
+    out = tmp_path / "w7"
+    assert decisions.main(["--run", str(run), "--dataset", "synthetic8", "--root", str(synth_root),
+                           "--out", str(out), "--device", "cpu", "--k", "3"]) == 0
+    printed = capsys.readouterr().out.strip()
+    c = json.loads((out / "decisions_summary.json").read_text())["calibration"]
+    assert printed == (f"[synthetic8] T={c['temperature']:.3f} test ECE {c['before']['ece']:.4f} -> "
+                       f"{c['after']['ece']:.4f} -> {out}")
+    p = softmax(tz)
+    wrong = sorted((i for i in range(len(tz)) if p[i].argmax() != test.labels[i]), key=lambda i: (-p[i].max(), i))
+    errors = json.loads((out / "decisions_summary.json").read_text())["errors"]
+    assert [e["index"] for e in errors] == wrong[:6]                    # 2k top-label errors
