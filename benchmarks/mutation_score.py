@@ -184,8 +184,12 @@ def recheck(workdir: Path, module: str, python: str, workers: int, equivalents: 
     shutil.copytree(REPO / "tests", tests_dir, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
     env = {**os.environ, "MPLBACKEND": "Agg", "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
            "PYTHONPATH": "src"}
+    # test files new or changed since that run go first: with -x a mutant they kill stops there
+    before = root / "tests"
+    files = sorted(UNIT_TESTS[module], key=lambda t: (before / t).exists()
+                   and (before / t).read_bytes() == (REPO / "tests" / t).read_bytes())
     cmd = [python, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-p", "no:nbval", "-m",
-           "not slow and not cuda", *[f"tests/{t}" for t in UNIT_TESTS[module]]]
+           "not slow and not cuda", *[f"tests/{t}" for t in files]]
     # the harness itself: the mutated copy is the one imported, and the tests pass with no mutant active
     where = subprocess.run([python, "-c", f"import medssl.{module} as m; print(m.__file__)"], cwd=root / "mutants",
                            env=env, capture_output=True, text=True)
