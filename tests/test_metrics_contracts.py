@@ -62,3 +62,33 @@ def test_default_ece_bins():
     m = classification_metrics(labels, probs)
     assert m["ece"] == expected_calibration_error(probs, labels, 15, 1) != expected_calibration_error(probs, labels,
                                                                                                        16, 1)
+
+
+def test_rates_are_nan_when_their_denominator_is_empty_and_exact_otherwise():
+    # all negative, and the model calls everyone negative: no positives and no positive calls
+    labels = np.zeros(4, int)
+    probs = np.array([[0.9, 0.1], [0.8, 0.2], [0.7, 0.3], [0.6, 0.4]])
+    m = classification_metrics(labels, probs)
+    assert np.isnan(m["sensitivity"]) and np.isnan(m["ppv"])
+    assert (m["specificity"], m["npv"]) == (1.0, 1.0)
+    # all positive and all called negative: no negatives, no positive calls
+    m = classification_metrics(np.ones(4, int), probs)
+    assert np.isnan(m["specificity"]) and np.isnan(m["ppv"]) and (m["sensitivity"], m["npv"]) == (0.0, 0.0)
+    # all called positive: no negative calls
+    m = classification_metrics(np.array([1, 0, 1, 0]), probs[:, ::-1])
+    assert np.isnan(m["npv"]) and (m["sensitivity"], m["specificity"], m["ppv"]) == (1.0, 0.0, 0.5)
+    # TP = FN and TN = FP (equal counts on both sides of each rate): exactly one half each
+    m = classification_metrics(np.array([1, 1, 0, 0]), np.array([[0.2, 0.8], [0.7, 0.3], [0.6, 0.4], [0.1, 0.9]]))
+    assert (m["sensitivity"], m["specificity"], m["ppv"], m["npv"]) == (0.5, 0.5, 0.5, 0.5)
+
+
+def test_a_two_class_task_without_a_positive_class_is_reported_like_a_multiclass_one():
+    from dataclasses import replace
+
+    spec = replace(get_spec("breastmnist"), positive_class=None)      # e.g. a two-class set with no "positive"
+    labels = np.array([0, 1, 1, 0])
+    probs = np.array([[0.8, 0.2], [0.3, 0.7], [0.6, 0.4], [0.4, 0.6]])
+    m = classification_metrics(labels, probs, spec)
+    assert (m["positive_class"], m["positive_label"], m["ece_on"]) == (None, None, "top-label confidence")
+    assert "sensitivity" not in m and "threshold" not in m
+    assert m["ece"] == expected_calibration_error(probs, labels, 15, None)
