@@ -191,3 +191,92 @@ def test_auroc_is_nan_when_a_class_is_missing():
     assert np.isnan(auroc(np.array([1, 1, 1]), np.array([[0.2, 0.8], [0.4, 0.6], [0.9, 0.1]]), 1))
     p3 = softmax(np.random.default_rng(0).normal(size=(6, 3)))
     assert np.isnan(auroc(np.array([0, 1, 0, 1, 0, 1]), p3))
+
+
+def _slope(z, y, log_t):
+    """d NLL / d log T in float64, by hand: mean over images of (s_y - sum_k p_k s_k), s = z / T."""
+    s = z / np.exp(log_t)
+    p = np.exp(s - s.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    return float(np.mean(s[np.arange(len(y)), y] - (p * s).sum(axis=1)))
+
+
+def _logits(n, k, seed, scale):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, k, n)
+    z = rng.normal(size=(n, k))
+    z[np.arange(n), y] += 1.0
+    return z * scale, y
+
+
+@pytest.mark.parametrize("scale", [0.3, 4.0, 25.0])        # under-, over- and very over-confident
+def test_temperature_agrees_with_a_bisection_reference(scale):
+    z, y = _logits(300, 3, 11, scale)
+    lo, hi = np.log(1e-2), np.log(1e2)                     # the NLL is convex in log T: bisect its slope
+    assert _slope(z, y, lo) < 0 < _slope(z, y, hi)
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if _slope(z, y, mid) < 0 else (lo, mid)
+    t_ref = float(np.exp((lo + hi) / 2))
+    assert TemperatureScaler().fit(z, y).temperature == pytest.approx(t_ref, rel=1e-9)
+
+
+def test_max_iter_is_the_optimisers_budget():
+    z, y = _logits(300, 3, 11, 25.0)
+    full, one = TemperatureScaler().fit(z, y), TemperatureScaler(max_iter=1).fit(z, y)
+    assert abs(_slope(z, y, np.log(full.temperature))) < 1e-9
+    assert abs(_slope(z, y, np.log(one.temperature))) > 1e-6           # one iteration stops short
+
+
+def test_temperature_is_clipped_to_its_bounds():
+    y = np.array([0, 1] * 50)
+    z = np.where(np.eye(2)[y] > 0, 0.05, -0.05)                # every case right: the NLL falls as T -> 0
+    assert TemperatureScaler().fit(z, y).temperature == 1e-2
+    assert TemperatureScaler(bounds=(0.5, 2.0)).fit(z, y).temperature == 0.5
+    z_bad = np.where(np.eye(2)[1 - y] > 0, 0.5, -0.5)          # every case wrong: the NLL falls as T -> infinity
+    assert TemperatureScaler().fit(z_bad, y).temperature == 1e2
+    assert TemperatureScaler(bounds=(0.5, 2.0)).fit(z_bad, y).temperature == 2.0
+
+
+def test_reliability_bins_average_float32_input_in_float64():
+    from medssl.calibration import reliability_bins
+
+    rng = np.random.default_rng(4)
+    conf = rng.uniform(0.5, 1.0, 5000).astype(np.float32)
+    out = (rng.uniform(size=5000) < conf).astype(np.float32)
+    b = reliability_bins(conf, out, 10)
+    c64, o64 = conf.astype(np.float64), out.astype(np.float64)
+    idx = np.searchsorted(np.arange(11)[1:-1] / 10, c64, side="left")
+    for k in range(5, 10):                                    # the filled bins (0.5 .. 1.0)
+        assert b.confidence[k] == c64[idx == k].mean() and b.accuracy[k] == o64[idx == k].mean()
+
+
+def test_equal_mass_bins_keep_tied_confidences_in_input_order():
+    from medssl.calibration import reliability_bins
+
+    rng = np.random.default_rng(8)
+    conf = rng.choice([0.6, 0.7, 0.8], size=300)                # a few distinct values, many ties
+    out = rng.integers(0, 2, 300).astype(float)
+    order = sorted(range(300), key=lambda i: (conf[i], i))      # ties by position: a stable sort
+    b = reliability_bins(conf, out, 7, "quantile")
+    want = [out[g].mean() for g in np.array_split(np.array(order), 7)]
+    assert b.accuracy.tolist() == want
+
+
+def test_empty_bins_raise_no_warnings():
+    import warnings
+
+    from medssl.calibration import reliability_bins
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                          # "Mean of empty slice" would be an error here
+        b = reliability_bins(np.array([0.05, 0.95]), np.array([0.0, 1.0]), 10)
+        assert b.count.tolist() == [1] + [0] * 8 + [1]
+        b = reliability_bins(np.array([0.05, 0.95]), np.array([0.0, 1.0]), 4, "quantile")
+        assert b.count.tolist() == [1, 1, 0, 0]
+
+
+def test_calibration_metrics_ignore_a_positive_class_for_more_than_two_classes():
+    rng = np.random.default_rng(9)
+    p3, y = softmax(rng.normal(size=(120, 3)) * 2), rng.integers(0, 3, 120)
+    assert calibration_metrics(p3, y, positive_class=1) == calibration_metrics(p3, y)
