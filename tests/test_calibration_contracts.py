@@ -280,3 +280,9 @@ def test_calibration_metrics_ignore_a_positive_class_for_more_than_two_classes()
     rng = np.random.default_rng(9)
     p3, y = softmax(rng.normal(size=(120, 3)) * 2), rng.integers(0, 3, 120)
     assert calibration_metrics(p3, y, positive_class=1) == calibration_metrics(p3, y)
+
+
+def test_nll_is_never_negative_when_rounding_puts_a_probability_above_one():
+    p = np.array([[np.float32(1.0000001), 0.0], [0.25, 0.75]])        # float32 softmax rounding: p > 1 by 1e-7
+    assert negative_log_likelihood(p[:1], np.array([0])) == 0.0
+    assert negative_log_likelihood(p, np.array([0, 1])) == -np.log(0.75) / 2
