@@ -211,6 +211,8 @@ class JobBook:
                     state, detail = "failed", f"Slurm: {sacct}"
                 elif sacct == "RUNNING":
                     state = "running"
+                elif self.record["executor"] == "local" and _alive(rec.get("job_id"), self.record.get("host")) is False:
+                    state, detail = "failed", "the job's process ended before it started; see its log"
                 elif rec.get("job_id") is None and self.record["executor"] == "local" and submitter_alive is False:
                     detail = "not submitted: the batch stopped before its prerequisites finished; run it again"
                 elif rec.get("job_id") is None and rec["needs"]:

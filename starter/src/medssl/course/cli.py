@@ -73,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     common_run(b, "one student's name (or --roster)")
     add_executor_args(b)
 
-    s = sub.add_parser("status", help="the jobs of a batch run with --executor local or slurm")
+    s = sub.add_parser("status", help="the jobs of a batch run with --executor local or slurm (exit status 0 once "
+                                      "every job has succeeded)")
     s.add_argument("results_root", nargs="?", default="results", help="the batch's results folder (or a grid's --out)")
     s.add_argument("--batch", default=None, help="which batch (default: the latest), e.g. course-20250301-101500")
     s.add_argument("--lines", type=int, default=8, help="log lines shown per failed job")
