@@ -165,6 +165,7 @@ def test_slurm_gets_one_array_per_week_with_aftercorr_on_the_weeks_it_needs(tmp_
     rc, out = _main(["status", root])
     assert rc == 1 and "week 3 synthetic alice  checked" in out
     assert f"week 5 synthetic bob    pending   job {ids[5]}_1" in out and "1 checked" in out
+    assert _main(["batch", "--status", "--results-root", root]) == (rc, out)   # the same list from batch
 
 
 # ------------------------------------------------------------------ a real class batch on the local executor
