@@ -301,6 +301,29 @@ def test_batch_runs_in_dependency_order_and_skips_dependents(monkeypatch, tmp_pa
     assert "13/18 notebooks ok" in table  # week 4 failed, weeks 5-8 skipped, for breastmnist
 
 
+def test_a_rerun_batch_keeps_checked_weeks_and_replaces_failed_ones_only_when_asked(monkeypatch, tmp_path):
+    calls = []
+
+    def fake_run_week(week, dataset, student, root, smoke, params, overwrite, *args, **kwargs):
+        calls.append((week, overwrite))
+        return runner.RunOutcome(week, dataset, student, seconds=1.0)
+
+    monkeypatch.setattr(runner, "run_week", fake_run_week)
+    make_folder(tmp_path / "week1" / "breastmnist" / "ta", 1)                 # finished and checked
+    broken = make_folder(tmp_path / "week2" / "breastmnist" / "ta", 2)
+    (broken / "metrics_smallcnn.json").write_text("{}")                      # a failed run's leftovers
+    outs = runner.batch([1, 2, 3], ["breastmnist"], "ta", tmp_path, progress=False)
+    assert [o.status for o in outs] == ["checked", "ok", "ok"]
+    assert calls == [(2, False), (3, False)]         # Week 1 not run again; Week 2 without overwrite: run_week refuses
+    assert "| 1 | checked (kept) |" in runner.summary_table(outs) and "3/3 notebooks ok" in runner.summary_table(outs)
+    calls.clear()
+    runner.batch([1, 2], ["breastmnist"], "ta", tmp_path, progress=False, retry_failed=True)
+    assert calls == [(2, True)]                      # only the failing folder is replaced
+    calls.clear()
+    runner.batch([1, 2], ["breastmnist"], "ta", tmp_path, progress=False, overwrite=True)
+    assert calls == [(1, True), (2, True)]
+
+
 # ------------------------------------------------------------------ aggregation
 def test_aggregate_class_tables(tmp_path):
     results = tmp_path / "results"

@@ -23,6 +23,10 @@ std over seeds per method and fraction), ``label_grid.md``,
 ``label_efficiency.png`` (metric vs fraction, log x, error bars = std) and
 ``grid_config.json``. A grid that was interrupted continues with ``--resume``
 (finished runs are kept; the hyperparameters must match).
+
+``--executor local|slurm`` (:mod:`medssl.executors`) runs each (fraction, seed, method) cell as a submitit job
+reading the label indices drawn here beforehand; ``local`` waits for the cells and writes the tables, ``slurm``
+queues one job array and a summary job that writes them after it. ``label_grid.csv`` is byte for byte the same.
 """
 
 from __future__ import annotations
@@ -42,19 +46,18 @@ from . import accel
 from .cli import HelpFormatter, add_common_args, run_cli
 from .data import load_splits
 from .errors import ConfigError, OutputExistsError, WeightsUnavailableError
-from .models import model_from_encoder
-from .plots import label_fraction_axis
-from .probe import (
-    DownstreamConfig,
-    add_downstream_args,
-    build_init_model,
-    extract_features,
-    finetune,
-    function_name,
-    label_subset,
-    linear_probe,
-    public,
+from .executors import (
+    ClusterSettings,
+    add_executor_args,
+    check_executor,
+    make_executor,
+    settings_from_args,
+    use_threads,
 )
+from .grid_cells import frozen_features, grid_cell, run_cell
+from .jobbook import Job, JobBook, format_status, run_local, submit_slurm
+from .plots import label_fraction_axis
+from .probe import DownstreamConfig, add_downstream_args, build_init_model, function_name, label_subset
 from .registry import get_spec
 from .utils import (
     RUN_MARKERS,
@@ -62,7 +65,6 @@ from .utils import (
     prepare_out_dir,
     resolve_device,
     save_figure,
-    set_seed,
     write_json,
     write_text,
 )
@@ -213,13 +215,17 @@ def _check_resume(out: Path, cfg: GridConfig) -> None:
 
 
 def run_grid(cfg: GridConfig, out: str | Path, overwrite: bool = False, resume: bool = False, sampler=None,
-             probe_fn=None, optimizer_fn=None) -> dict:
+             probe_fn=None, optimizer_fn=None, cluster: ClusterSettings | None = None) -> dict:
     """Run (or continue) the grid and write the CSVs, table and plot; returns the file paths and summary.
 
     ``sampler``, ``probe_fn`` and ``optimizer_fn`` replace the library's label-subset draw, linear probe
     and SSL fine-tune optimizer, as in :func:`medssl.probe.run`; their names go into ``grid_config.json``.
+    ``cluster``: run the cells as submitit jobs (see the module docstring); with Slurm the result's ``summary``
+    is None (queued: the summary job writes the tables) and ``record["batch"]`` names the jobs' record.
     """
     cfg.validate()
+    if cluster is not None:
+        check_executor(cluster)
     t_start = time.perf_counter()
     spec = get_spec(cfg.dataset)
     out = Path(out)
@@ -238,7 +244,7 @@ def run_grid(cfg: GridConfig, out: str | Path, overwrite: bool = False, resume: 
         shutil.rmtree(out / "runs", ignore_errors=True)
     runs_dir = out / "runs"
     runs_dir.mkdir(exist_ok=True)
-    indices_dir = Path(cfg.indices_dir) if cfg.indices_dir else out / "indices"
+    indices_dir = _indices_dir(cfg, out)
     device = resolve_device(cfg.device)
     accel.set_deterministic(cfg.deterministic, device)
     record = {"config": cfg.to_dict(), "status": "running", "device": str(device), "indices_dir": str(indices_dir),
@@ -261,28 +267,74 @@ def run_grid(cfg: GridConfig, out: str | Path, overwrite: bool = False, resume: 
             methods.remove("imagenet")
     todo = [(f, s, m) for f in cfg.fractions for s in cfg.seeds for m in methods
             if not (resume and saved_run(runs_dir, m, f, s))]
-    feats = None
-    if any(m == "probe" for _, _, m in todo):
-        set_seed(cfg.seeds[0])
-        frozen = accel.to_device(model_from_encoder(cfg.encoder, spec.n_classes, finetune="head"), device)
-        t0 = time.perf_counter()
-        feats = extract_features(frozen, splits, cfg.eval_batch_size, device)
-        record["feature_seconds"] = time.perf_counter() - t0
-    for i, (frac, seed, method) in enumerate(todo, 1):
-        label_subset(splits["train"], frac, seed, indices_dir, sampler)  # drawn once, then read by every method
-        if method == "probe":
-            res = linear_probe(feats, splits, spec, frac, seed, indices_dir, cfg.probe_c, cfg.probe_max_iter,
-                               cfg.n_bins, sampler=sampler, probe_fn=probe_fn)
-        else:
-            init = {"finetune": "ssl", "scratch": "scratch", "imagenet": "imagenet"}[method]
-            res = finetune(init, splits, spec, cfg, frac, seed, device, indices_dir, sampler=sampler,
-                           optimizer_fn=optimizer_fn if init == "ssl" else None)
-            res["method"] = method
-        res.update(dataset=spec.key, device=str(device), encoder=cfg.encoder, numerics=record["numerics"])
-        write_json(runs_dir / run_filename(method, frac, seed), public(res))
-        print(f"[{i}/{len(todo)}] {method:8s} {frac * 100:g}% seed {seed}: n={res['n_labels']} "
-              f"auroc={res['auroc']:.4f} acc={res['acc']:.4f} ece={res['ece']:.4f} ({res['seconds']:.1f}s)",
-              flush=True)
+    hooks = (sampler, probe_fn, optimizer_fn)
+    if cluster is not None and cluster.executor != "inline" and todo:
+        if cluster.executor == "slurm":   # written before the summary job that reads it can start
+            record.update(status="queued", n_new_runs=len(todo), queued_at=time.time())
+            write_json(out / "grid_config.json", record)
+        record["batch"] = _run_jobs(cfg, out, splits, todo, hooks, cluster).batch
+        if cluster.executor == "slurm":
+            write_json(out / "grid_config.json", record)
+            return {"summary": None, "raw": None, "out": out, "record": record}
+    else:
+        use_threads(cluster.cpus if cluster else None)   # as a job would: the thread count changes the last digits
+        feats = None
+        if any(m == "probe" for _, _, m in todo):
+            t0 = time.perf_counter()
+            feats = frozen_features(cfg, splits, device, cfg.seeds[0])
+            record["feature_seconds"] = time.perf_counter() - t0
+        for i, (frac, seed, method) in enumerate(todo, 1):
+            res = run_cell(cfg, runs_dir / run_filename(method, frac, seed), indices_dir, splits, feats, device,
+                           record["numerics"], frac, seed, method, hooks)
+            print(f"[{i}/{len(todo)}] {method:8s} {frac * 100:g}% seed {seed}: n={res['n_labels']} "
+                  f"auroc={res['auroc']:.4f} acc={res['acc']:.4f} ece={res['ece']:.4f} ({res['seconds']:.1f}s)",
+                  flush=True)
+    record.update(wall_time_s=time.perf_counter() - t_start, n_new_runs=len(todo))
+    return _write_tables(cfg, out, record, methods)
+
+
+def _indices_dir(cfg: GridConfig, out: Path) -> Path:
+    return Path(cfg.indices_dir) if cfg.indices_dir else out / "indices"
+
+
+def _run_jobs(cfg: GridConfig, out: Path, splits, todo: list, hooks: tuple, cluster: ClusterSettings) -> JobBook:
+    """The cells as submitit jobs: local ones are waited for; Slurm gets one array and a summary job after it.
+
+    Each job loads the data itself (and, for the probe, computes the frozen encoder's features)."""
+    for frac, seed in dict.fromkeys((f, s) for f, s, _ in todo):   # drawn here, once: no two jobs draw the same
+        label_subset(splits["train"], frac, seed, _indices_dir(cfg, out), hooks[0])
+    job_cfg = GridConfig(**{**cfg.to_dict(), "progress": False})   # no progress bars in the jobs' logs
+    jobs = [Job(run_filename(m, f, s).removesuffix(".json"), f"{m} {f * 100:g}% seed {s}", grid_cell,
+                (job_cfg, str(out / "runs" / run_filename(m, f, s)), str(_indices_dir(cfg, out)), f, s, m,
+                 cfg.seeds[0], hooks)) for f, s, m in todo]
+    then = Job("summary", "tables (label_grid.csv), after every cell", finish_grid, (str(out),))
+    book = JobBook.create(out, "grid", cluster.executor, jobs + ([then] if cluster.executor == "slurm" else []))
+    executor = make_executor(cluster, book.log_dir, name="medssl-grid")
+    if cluster.executor == "local":
+        states = run_local(executor, book, jobs, cluster.jobs_at_once, cluster.cpus)
+        if any(st != "done" for st in states.values()):
+            print(format_status(book.status(), book))
+    else:
+        ids = submit_slurm(executor, book, [(jobs, [])], cluster.cpus, then=then)
+        print(f"queued {len(jobs)} cells as job array {ids[0]} and the tables after them; "
+              f"watch: python -m medssl.course status {out}")
+    return book
+
+
+def finish_grid(out: str | Path) -> str:
+    """The tables and plot of a grid whose cells ran as Slurm jobs (the summary job after the array)."""
+    out = Path(out)
+    record = json.loads((out / "grid_config.json").read_text())
+    cfg = GridConfig(**record["config"])
+    methods = [m for m in cfg.methods if m not in record.get("skipped", {})]
+    record["wall_time_s"] = time.time() - record.get("queued_at", time.time())
+    _write_tables(cfg, out, record, methods)
+    return "done"
+
+
+def _write_tables(cfg: GridConfig, out: Path, record: dict, methods: list[str]) -> dict:
+    """Read every saved run and write the CSVs, the markdown table, the plot and the final ``grid_config.json``."""
+    spec, runs_dir = get_spec(cfg.dataset), out / "runs"
     rows = []
     for frac in cfg.fractions:
         for seed in cfg.seeds:
@@ -301,8 +353,10 @@ def run_grid(cfg: GridConfig, out: str | Path, overwrite: bool = False, resume: 
         + "".join(f"\n{m} skipped: {r}\n" for m, r in record["skipped"].items()))
     title = f"{spec.key}: label efficiency ({len(cfg.seeds)} seeds)" + (" [SYNTHETIC]" if spec.synthetic else "")
     save_figure(label_efficiency_plot(summary, cfg.metric, title), out / "label_efficiency.png")
-    record.update(status="done", wall_time_s=time.perf_counter() - t_start, n_runs=len(raw), n_new_runs=len(todo),
-                  seconds_by_method=raw.groupby("method")["seconds"].sum().to_dict() if len(raw) else {})
+    expected = len(cfg.fractions) * len(cfg.seeds) * len(methods)
+    record.update(status="done" if len(raw) == expected else f"incomplete: {len(raw)} of {expected} runs",
+                  n_runs=len(raw), seconds_by_method=raw.groupby("method")["seconds"].sum().to_dict() if len(raw)
+                  else {})
     write_json(out / "grid_config.json", record)
     return {"summary": summary, "raw": raw, "out": out, "record": record}
 
@@ -329,17 +383,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", nargs="+", default=["probe", "finetune", "scratch"], choices=GRID_METHODS)
     p.add_argument("--metric", default="auroc", choices=METRICS, help="metric drawn in label_efficiency.png")
     p.add_argument("--resume", action="store_true", help="continue a grid in --out, keeping its finished runs")
+    add_executor_args(p)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cfg = config_from_args(args)
-    res = run_grid(cfg, args.out, overwrite=args.overwrite, resume=args.resume)
+    res = run_grid(cfg, args.out, overwrite=args.overwrite, resume=args.resume, cluster=settings_from_args(args))
+    if res["summary"] is None:   # queued on Slurm
+        return 0
     print(summary_markdown(res["summary"], (cfg.metric,)))
     note = "  [SYNTHETIC data]" if res["record"]["synthetic"] else ""
     print(f"{res['record']['n_new_runs']} new runs in {res['record']['wall_time_s']:.1f}s -> {res['out']}{note}")
-    return 0
+    return 0 if res["record"]["status"] == "done" else 1
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@ this package; it builds on the library.
 * :mod:`~medssl.course.config`: the repository root and ``course.toml``
 * :mod:`~medssl.course.check`: the submission checker
 * :mod:`~medssl.course.runner`: papermill runs of one week, or of weeks x datasets
+* :mod:`~medssl.course.roster`: a class roster (student,dataset rows), each row a chain of weeks
+* :mod:`~medssl.course.cluster`: a class's batch as submitit jobs (local or Slurm), one per week of a chain
 * :mod:`~medssl.course.aggregate`: class-wide tables and figures
 * :mod:`~medssl.course.collect`: hand-in zips, made and taken in
 * :mod:`~medssl.course.cli`: ``python -m medssl.course``

@@ -5,6 +5,8 @@
     python -m medssl.course run --week 1 --dataset breastmnist --student alice
     python -m medssl.course run --week 3 --dataset pneumoniamnist --student bob --smoke -p EPOCHS 2
     python -m medssl.course batch --weeks 1-8 --datasets breastmnist pneumoniamnist --student ta --smoke
+    python -m medssl.course batch --roster roster.csv --executor slurm --cluster-config cluster.toml
+    python -m medssl.course status                                     # the jobs of the latest batch
     python -m medssl.course check results/week2/breastmnist/alice      # or a whole results/ tree
     python -m medssl.course aggregate                                  # class-wide tables in reports/
     python -m medssl.course collect handins/*.zip --results-root class/results   # take in hand-in zips
@@ -12,6 +14,8 @@
 ``run`` executes ``notebooks/WeekNN_*.ipynb`` with papermill and keeps the
 executed copy in the results folder it filled. ``check`` validates folders
 against :mod:`medssl.course.manifest`, the one list of what each week must hold.
+``batch --executor local|slurm`` runs each week of each (student, dataset) chain as a submitit job
+(:mod:`medssl.course.cluster`), and ``status`` lists those jobs.
 ``collect`` unpacks the students' hand-in zips (made by ``WeekRun.hand_in``)
 into a class's results tree, refusing any zip that is unsafe or mislabelled.
 """
@@ -24,10 +28,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..executors import add_executor_args, settings_from_args, use_threads
 from . import manifest as M
 from .aggregate import aggregate
 from .check import check_folder, check_tree
+from .cluster import check_weeks, status_text, submit_batch
 from .collect import COLLECT_MAX_BYTES, collect
+from .roster import chains_for, read_roster
 from .runner import batch, notebook_parameters, notebook_path, parse_param, parse_weeks, run_week, summary_table
 
 
@@ -35,8 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m medssl.course", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
 
-    def common_run(sp):
-        sp.add_argument("--student", required=True, help="your name: results go to results/week<N>/<dataset>/<name>")
+    def common_run(sp, student_help="your name: results go to results/week<N>/<dataset>/<name>"):
+        sp.add_argument("--student", required=sp.prog.endswith(" run"), help=student_help)
         sp.add_argument("--results-root", default=None,
                         help="the course's results folder (default results; -p RESULTS_ROOT DIR means the same)")
         sp.add_argument("--smoke", action="store_true", help="tiny epochs and subsets (CI / a quick try)")
@@ -52,12 +59,25 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--log-output", action="store_true", help="stream the notebook's output to the terminal")
     common_run(r)
 
-    b = sub.add_parser("batch", help="run several weeks x datasets in dependency order")
+    b = sub.add_parser("batch", help="run several weeks x datasets in dependency order (or a class: --roster)")
     b.add_argument("--weeks", default="1-8", help="e.g. 1-8, 1,2,3 (default 1-8)")
-    b.add_argument("--datasets", nargs="+", default=list(M.DATASETS))
+    b.add_argument("--datasets", nargs="+", default=None, help=f"default: {' '.join(M.DATASETS)}")
+    b.add_argument("--roster", default=None, metavar="CSV",
+                   help="a class: one chain of weeks per student,dataset row (instead of --student/--datasets)")
+    b.add_argument("--retry-failed", action="store_true",
+                   help="run again weeks whose folder fails the check (a failed run), replacing it; folders "
+                        "that pass the check are always kept")
+    b.add_argument("--status", action="store_true", help="list the jobs of the latest batch in --results-root")
     b.add_argument("--summary", default=None, help="also write the summary table to this markdown file")
     b.add_argument("--no-progress", action="store_true")
-    common_run(b)
+    common_run(b, "one student's name (or --roster)")
+    add_executor_args(b)
+
+    s = sub.add_parser("status", help="the jobs of a batch run with --executor local or slurm (exit status 0 once "
+                                      "every job has succeeded)")
+    s.add_argument("results_root", nargs="?", default="results", help="the batch's results folder (or a grid's --out)")
+    s.add_argument("--batch", default=None, help="which batch (default: the latest), e.g. course-20250301-101500")
+    s.add_argument("--lines", type=int, default=8, help="log lines shown per failed job")
 
     c = sub.add_parser("check", help="validate submission folders against the manifest")
     c.add_argument("paths", nargs="+", help="a results/week<N>/<dataset>/<student> folder or a results/ tree")
@@ -114,22 +134,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"Week {args.week} done in {oc.seconds:.0f}s -> {oc.out_dir} (executed notebook: {oc.notebook.name})")
         return 0
     if args.cmd == "batch":
-        results_root, params = _runner_args(args)
-        known = set().union(*(notebook_parameters(notebook_path(w, args.notebooks)) for w in parse_weeks(args.weeks)))
-        unknown = sorted(set(params) - known)
-        if unknown:
-            raise ConfigError(f"-p {', '.join(unknown)}: no notebook of these weeks has such a parameter "
-                              f"(known: {', '.join(sorted(known))}).")
-        outcomes = batch(parse_weeks(args.weeks), args.datasets, args.student, results_root, args.smoke,
-                         params, args.overwrite, args.notebooks, args.kernel,
-                         progress=not args.no_progress)
-        table = summary_table(outcomes)
-        print(table)
-        if args.summary:
-            from ..utils import write_text
-
-            write_text(args.summary, table + "\n")
-        return 0 if all(o.status == "ok" for o in outcomes) else 1
+        return _batch(args)
+    if args.cmd == "status":
+        text, ok = status_text(args.results_root, args.batch, args.lines)
+        print(text)
+        return 0 if ok else 1
     if args.cmd == "check":
         reports = []
         for path in args.paths:
@@ -165,3 +174,54 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{res['n_rows']} metrics rows, {res['n_label_efficiency']} label-efficiency rows")
         return 0
     return 2
+
+
+def _batch(args) -> int:
+    results_root, params = _runner_args(args)
+    if args.status:
+        text, ok = status_text(results_root)
+        print(text)
+        return 0 if ok else 1
+    settings = settings_from_args(args)
+    if settings.executor == "inline":
+        use_threads(settings.cpus)   # what --cpus means for a job, here: the same numbers as a job with --cpus
+    weeks = parse_weeks(args.weeks)
+    known = set().union(*(notebook_parameters(notebook_path(w, args.notebooks)) for w in weeks))
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise ConfigError(f"-p {', '.join(unknown)}: no notebook of these weeks has such a parameter "
+                          f"(known: {', '.join(sorted(known))}).")
+    if args.roster and (args.student or args.datasets):
+        raise ConfigError("give either --roster (a class) or --student with --datasets (one student), not both.")
+    if not args.roster and not args.student:
+        raise ConfigError("say whose weeks to run: --student NAME (and --datasets), or --roster roster.csv.")
+    if settings.executor == "inline" and not args.roster:   # one student, in this process: as it always was
+        outcomes = batch(weeks, args.datasets or list(M.DATASETS), args.student, results_root, args.smoke, params,
+                         args.overwrite, args.notebooks, args.kernel, progress=not args.no_progress,
+                         retry_failed=args.retry_failed)
+        text, ok = summary_table(outcomes), all(o.status in ("ok", "checked") for o in outcomes)
+    else:
+        chains = read_roster(args.roster) if args.roster else chains_for(args.student,
+                                                                         args.datasets or list(M.DATASETS))
+        check_weeks(weeks)
+        if settings.executor == "inline":
+            parts, ok = [], True
+            for c in chains:
+                outcomes = batch(weeks, [c.dataset], c.student, results_root, args.smoke, params, args.overwrite,
+                                 args.notebooks, args.kernel, progress=not args.no_progress,
+                                 retry_failed=args.retry_failed)
+                parts.append(f"## {c.student} ({c.dataset})\n\n{summary_table(outcomes)}")
+                ok = ok and all(o.status in ("ok", "checked") for o in outcomes)
+            text = "\n\n".join(parts)
+        else:
+            book = submit_batch(weeks, chains, results_root, settings, args.smoke, params, args.overwrite,
+                                args.retry_failed, args.notebooks, args.kernel)
+            if settings.executor == "slurm":
+                return 0
+            text, ok = status_text(results_root, book.batch)
+    print(text)
+    if args.summary:
+        from ..utils import write_text
+
+        write_text(args.summary, text + "\n")
+    return 0 if ok else 1

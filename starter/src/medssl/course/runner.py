@@ -36,7 +36,7 @@ class RunOutcome:
     week: int
     dataset: str | None
     student: str
-    status: str = "ok"            # ok | failed | skipped
+    status: str = "ok"            # ok | checked (already there and passing the check: kept) | failed | skipped
     error: str = ""               # one line, for the summary table
     detail: str = ""              # the whole error message
     cell: int | None = None
@@ -222,10 +222,23 @@ def parse_weeks(text: str | Sequence) -> list[int]:
     return sorted(weeks)
 
 
+def folder_state(results_root, week: int, dataset: str, student: str) -> str:
+    """A student week's folder: ``empty`` (no file of the week), ``checked`` (passes ``course check``) or
+    ``unfinished`` (holds files but fails the check: a failed or interrupted run, or work in progress)."""
+    out_dir = M.results_dir(Path(results_root), week, dataset, student)
+    if not _has_submission(out_dir, week):
+        return "empty"
+    return "checked" if check_folder(out_dir, week, dataset, student).passed() else "unfinished"
+
+
 def batch(weeks: Sequence[int], datasets: Sequence[str], student: str, results_root="results", smoke=False,
           params: dict | None = None, overwrite: bool = False, notebooks_dir=None, kernel=None,
-          progress: bool = True) -> list[RunOutcome]:
-    """Run weeks x datasets in dependency order; a failure skips only the weeks that need it."""
+          progress: bool = True, retry_failed: bool = False) -> list[RunOutcome]:
+    """Run weeks x datasets in dependency order; a failure skips only the weeks that need it.
+
+    A week whose folder already passes the check is kept, not run again (``checked``), unless ``overwrite``;
+    a folder that fails it is replaced only with ``overwrite`` or ``retry_failed``.
+    """
     jobs: list[tuple[int, str | None]] = []
     for w in sorted(weeks):
         if M.core(w).location == "group":
@@ -246,8 +259,14 @@ def batch(weeks: Sequence[int], datasets: Sequence[str], student: str, results_r
             continue
         # a batch-wide -p applies to the weeks whose notebook declares that parameter
         week_params = {k: v for k, v in (params or {}).items() if k in declared[w]}
+        found = folder_state(results_root, w, d, student) if d is not None and not overwrite else "empty"
+        if found == "checked":
+            outcomes.append(RunOutcome(w, d, student, status="checked",
+                                       out_dir=M.results_dir(Path(results_root), w, d, student)))
+            continue
         try:
-            oc = run_week(w, d, student, results_root, smoke, week_params, overwrite, notebooks_dir, kernel,
+            oc = run_week(w, d, student, results_root, smoke, week_params,
+                          overwrite or (retry_failed and found == "unfinished"), notebooks_dir, kernel,
                           raise_on_error=False)
         except MedSSLError as exc:
             oc = RunOutcome(w, d, student, status="failed", error=str(exc).splitlines()[0])
@@ -279,8 +298,9 @@ def summary_table(outcomes: Sequence[RunOutcome]) -> str:
         for c in cols:
             o = by.get((w, c))
             cells.append("" if o is None else (f"ok ({o.seconds:.0f}s)" if o.status == "ok" else
+                                               "checked (kept)" if o.status == "checked" else
                                                o.summary().replace("|", "/")))
         lines.append(f"| {w} | " + " | ".join(cells) + " |")
-    n_ok = sum(o.status == "ok" for o in outcomes)
+    n_ok = sum(o.status in ("ok", "checked") for o in outcomes)
     lines.append(f"\n{n_ok}/{len(outcomes)} notebooks ok; total {sum(o.seconds for o in outcomes):.0f}s")
     return "\n".join(lines)
