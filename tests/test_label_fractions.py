@@ -1,7 +1,8 @@
 """Saved label-fraction indices: reused only for the labels they were drawn from, one file per fraction, nested.
 
-Each of the three defects these tests pinned (labels of the same length reused, fractions that agree to
-6 digits sharing a file, independent draws per fraction) failed before ``medssl.data`` was fixed.
+Each of the four defects these tests pinned (labels of the same length reused, fractions that agree to
+6 digits sharing a file, independent draws per fraction, a file with no indices accepted as an empty
+subset) failed before ``medssl.data`` was fixed.
 """
 
 from __future__ import annotations
@@ -40,6 +41,22 @@ def test_saved_indices_are_not_reused_for_other_labels_of_the_same_length(tmp_pa
     other = np.random.default_rng(1).permutation(labels)          # same length and counts, other content
     with pytest.raises(ConfigError, match="label"):
         fraction_indices(other, 0.1, 3, tmp_path, "synthetic")
+
+
+@pytest.mark.parametrize("edit", ["empty", "missing"])
+def test_a_saved_file_without_indices_is_refused(tmp_path, edit):
+    """An empty or missing ``indices`` list used to pass the checks: the run then trained on no labelled image."""
+    labels = imbalanced_labels()
+    fraction_indices(labels, 0.1, 3, tmp_path, "synthetic")
+    path = tmp_path / indices_filename(0.1, 3)
+    saved = json.loads(path.read_text())
+    if edit == "empty":
+        saved["indices"] = []
+    else:
+        del saved["indices"]
+    path.write_text(json.dumps(saved))
+    with pytest.raises(ConfigError, match="does not hold a list of distinct indices into the 1000 training labels"):
+        fraction_indices(labels, 0.1, 3, tmp_path, "synthetic")
 
 
 def test_fractions_that_agree_to_six_digits_get_their_own_files(tmp_path):

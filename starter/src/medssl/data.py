@@ -387,8 +387,7 @@ def _saved_indices(path: Path, saved: dict, labels: np.ndarray, digest: str, dat
             f"not {dataset} with {len(labels)}. Use another folder for this dataset's indices."
         )
     idx = np.asarray(saved.get("indices", []), dtype=np.int64)
-    if idx.ndim != 1 or (idx.size and (idx.min() < 0 or idx.max() >= len(labels))) or \
-            len(np.unique(idx)) != len(idx):
+    if idx.ndim != 1 or idx.size == 0 or idx.min() < 0 or idx.max() >= len(labels) or len(np.unique(idx)) != len(idx):
         raise ConfigError(f"{path} does not hold a list of distinct indices into the {len(labels)} training "
                           "labels. Delete it (it is redrawn) or use another --indices-dir.")
     stored = saved.get("labels_sha256")
