@@ -28,7 +28,7 @@ import torch
 from medssl.data import ensure_file
 from medssl.efficiency import GridConfig, run_grid
 from medssl.errors import DatasetNotAvailableError
-from medssl.executors import ClusterSettings
+from medssl.jobs.executors import ClusterSettings
 from medssl.utils import write_json
 
 

@@ -18,14 +18,14 @@ import pytest
 from jobhelpers import FakeExecutor, fake_slurm, run_as_slurm_task, sbatch_scripts
 from test_course import make_folder
 
-from medssl import jobbook
 from medssl.course import cli, cluster, runner
 from medssl.course.check import check_folder
 from medssl.course.roster import Chain, chains_for, read_roster
 from medssl.data import ensure_file
 from medssl.errors import ConfigError
-from medssl.executors import ClusterSettings
-from medssl.jobbook import JobBook
+from medssl.jobs import jobbook
+from medssl.jobs.executors import ClusterSettings
+from medssl.jobs.jobbook import JobBook
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks" / "solutions"

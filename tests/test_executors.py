@@ -19,12 +19,13 @@ from pathlib import Path
 import pytest
 from jobhelpers import FakeExecutor, fake_slurm, run_as_slurm_task, sbatch_scripts
 
-from medssl import efficiency, executors, jobbook
+from medssl import efficiency
 from medssl.cli import run_cli
 from medssl.efficiency import GridConfig, run_grid
 from medssl.errors import ConfigError
-from medssl.executors import ClusterSettings, parse_minutes, settings_from_args
-from medssl.jobbook import Job, JobBook, format_status, run_local
+from medssl.jobs import executors, jobbook
+from medssl.jobs.executors import ClusterSettings, parse_minutes, settings_from_args
+from medssl.jobs.jobbook import Job, JobBook, format_status, run_local
 from medssl.utils import write_json
 
 PACKAGE = Path(__file__).resolve().parents[1] / "starter" / "src" / "medssl"

@@ -24,7 +24,7 @@ std over seeds per method and fraction), ``label_grid.md``,
 ``grid_config.json``. A grid that was interrupted continues with ``--resume``
 (finished runs are kept; the hyperparameters must match).
 
-``--executor local|slurm`` (:mod:`medssl.executors`) runs each (fraction, seed, method) cell as a submitit job
+``--executor local|slurm`` (:mod:`medssl.jobs.executors`) runs each (fraction, seed, method) cell as a submitit job
 reading the label indices drawn here beforehand; ``local`` waits for the cells and writes the tables, ``slurm``
 queues one job array and a summary job that writes them after it. ``label_grid.csv`` is byte for byte the same.
 """
@@ -46,7 +46,8 @@ from . import accel
 from .cli import HelpFormatter, add_common_args, run_cli
 from .data import load_splits
 from .errors import ConfigError, OutputExistsError, WeightsUnavailableError
-from .executors import (
+from .grid_cells import frozen_features, grid_cell, run_cell
+from .jobs.executors import (
     ClusterSettings,
     add_executor_args,
     check_executor,
@@ -54,8 +55,7 @@ from .executors import (
     settings_from_args,
     use_threads,
 )
-from .grid_cells import frozen_features, grid_cell, run_cell
-from .jobbook import Job, JobBook, format_status, run_local, submit_slurm
+from .jobs.jobbook import Job, JobBook, format_status, run_local, submit_slurm
 from .plots import label_fraction_axis
 from .probe import DownstreamConfig, add_downstream_args, build_init_model, function_name, label_subset
 from .registry import get_spec

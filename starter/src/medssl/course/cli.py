@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import ConfigError
-from ..executors import add_executor_args, settings_from_args, use_threads
+from ..jobs.executors import add_executor_args, settings_from_args, use_threads
 from . import manifest as M
 from .aggregate import aggregate
 from .check import check_folder, check_tree

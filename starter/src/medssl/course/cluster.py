@@ -35,8 +35,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ..errors import ConfigError, MedSSLError, OutputExistsError
-from ..executors import ClusterSettings, check_executor, make_executor
-from ..jobbook import Job, JobBook, SkipJob, format_status, run_local, submit_slurm
+from ..jobs.executors import ClusterSettings, check_executor, make_executor
+from ..jobs.jobbook import Job, JobBook, SkipJob, format_status, run_local, submit_slurm
 from . import manifest as M
 from .roster import Chain
 from .runner import _all_deps, folder_state, notebook_parameters, notebook_path, run_week

@@ -28,9 +28,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ConfigError, MedSSLError
+from ..errors import ConfigError, MedSSLError
+from ..utils import write_json
 from .executors import use_threads
-from .utils import write_json
 
 FINAL = ("done", "checked", "failed", "skipped")
 WHICH = {"failed": "failed", "skipped": "was skipped"}   # "needs week 4 ..., which failed"

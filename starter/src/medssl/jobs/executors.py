@@ -34,7 +34,7 @@ import re
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 EXECUTORS = ("inline", "local", "slurm")
 DEFAULT_TIME_MIN = 240          # per job; submitit's own default (5 min on Slurm, 2 min locally) kills real runs
