@@ -52,8 +52,8 @@ UNIT_TESTS = {
     "probe": ("test_probe.py", "test_selection_invariance.py", "test_smallcnn_encoder_downstream.py",
               "test_exercise_hooks.py", "test_multiclass.py"),
     "recipes": ("test_recipes_contracts.py", "test_recipes.py", "test_known_answers.py", "test_fake_cuda.py"),
-    "data": ("test_data.py", "test_data_skip_guards.py", "test_label_fractions.py", "test_accel.py",
-             "test_fake_cuda.py"),
+    "data": ("test_data_contracts.py", "test_data.py", "test_data_skip_guards.py", "test_label_fractions.py",
+             "test_accel.py", "test_fake_cuda.py"),
 }
 MODULES = tuple(UNIT_TESTS)
 EQUIVALENTS = REPO / "benchmarks" / "mutation_equivalents.toml"
