@@ -282,7 +282,12 @@ def test_colab_two_runtimes_drive_and_hand_in(colab):
     assert [c.status for c in taken] == ["taken in", "taken in"], [c.format() for c in taken]
     assert all(c.report.passed() for c in taken), [c.report.format() for c in taken]
     assert cli.main(["check", str(results)]) == 0
-    assert aggregate.aggregate(results, include_smoke=True)["n_rows"] >= 1
+    # every metrics file of both hand-ins reaches the class table, with the numbers the student's run wrote
+    agg = aggregate.aggregate(results, include_smoke=True)
+    rows = aggregate.collect_metrics(results, include_smoke=True)
+    assert agg["n_rows"] == len(rows) and {(r["week"], r["student"]) for r in rows} == {(1, STUDENT), (5, STUDENT)}
+    row5 = [r for r in rows if r["file"] == "probe_metrics_5pct.json"]
+    assert len(row5) == 1 and row5[0]["auroc"] == probe["auroc"] and row5[0]["label_frac"] == 0.05
     rt2.seconds["collect"] = time.perf_counter() - t0
     timings = {"setup": sim["setup seconds"], **{f"runtime 1 {k}": v for k, v in rt1.seconds.items()},
                **{f"runtime 2 {k}": v for k, v in rt2.seconds.items()}}
