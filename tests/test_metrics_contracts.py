@@ -92,3 +92,14 @@ def test_a_two_class_task_without_a_positive_class_is_reported_like_a_multiclass
     assert (m["positive_class"], m["positive_label"], m["ece_on"]) == (None, None, "top-label confidence")
     assert "sensitivity" not in m and "threshold" not in m
     assert m["ece"] == expected_calibration_error(probs, labels, 15, None)
+
+
+def test_an_absent_or_never_predicted_class_raises_no_warning():
+    import warnings
+
+    labels = np.array([0, 0, 1, 1])
+    probs = np.array([[0.7, 0.2, 0.1], [0.6, 0.3, 0.1], [0.5, 0.4, 0.1], [0.2, 0.7, 0.1]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")          # scikit-learn's UndefinedMetricWarning would be an error here
+        m = classification_metrics(labels, probs)
+    assert (m["precision"], m["recall"]) == pytest.approx(((2 / 3 + 1) / 3, 1.5 / 3))
