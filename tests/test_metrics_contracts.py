@@ -103,3 +103,13 @@ def test_an_absent_or_never_predicted_class_raises_no_warning():
         warnings.simplefilter("error")          # scikit-learn's UndefinedMetricWarning would be an error here
         m = classification_metrics(labels, probs)
     assert (m["precision"], m["recall"]) == pytest.approx(((2 / 3 + 1) / 3, 1.5 / 3))
+
+
+def test_binary_record_names_its_threshold_and_uses_the_bins_it_is_given():
+    rng = np.random.default_rng(3)
+    p1 = rng.uniform(size=400)
+    probs, labels = np.stack([1 - p1, p1], axis=1), (rng.uniform(size=400) < p1 ** 2).astype(int)
+    m = classification_metrics(labels, probs, n_bins=7)
+    assert m["threshold"] == 0.5 and m["ece_n_bins"] == 7
+    assert m["ece"] == expected_calibration_error(probs, labels, 7, 1) != expected_calibration_error(probs, labels,
+                                                                                                     15, 1)
