@@ -7,6 +7,7 @@ import re
 
 import numpy as np
 import pytest
+from test_temperature_report import _logits
 
 from medssl.calibration import (
     TemperatureScaler,
@@ -199,14 +200,6 @@ def _slope(z, y, log_t):
     p = np.exp(s - s.max(axis=1, keepdims=True))
     p /= p.sum(axis=1, keepdims=True)
     return float(np.mean(s[np.arange(len(y)), y] - (p * s).sum(axis=1)))
-
-
-def _logits(n, k, seed, scale):
-    rng = np.random.default_rng(seed)
-    y = rng.integers(0, k, n)
-    z = rng.normal(size=(n, k))
-    z[np.arange(n), y] += 1.0
-    return z * scale, y
 
 
 @pytest.mark.parametrize("scale", [0.3, 4.0, 25.0])        # under-, over- and very over-confident

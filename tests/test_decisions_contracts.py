@@ -13,6 +13,7 @@ import pytest
 from medssl import decisions
 from medssl.calibration import softmax
 from medssl.errors import CheckpointError, ConfigError
+from medssl.registry import get_spec
 
 COLUMNS = ["kind", "rank", "index", "pred", "confidence", "p_true"]
 
@@ -98,18 +99,26 @@ def test_cli_defaults():
         p.parse_args(["--run", "r", "--dataset", "breastmnist", "--out", "o", "--decision-point", "best"])
 
 
-def test_cli_passes_every_option_to_the_analysis_and_prints_its_numbers(tmp_path, synth_root, capsys):
+def _informative_run(tmp_path, root, dataset, seed, scale):
+    """A run folder whose saved logits favour each image's true class of ``dataset``'s val/test splits (scaled by
+    ``scale``, i.e. over-confident for scale > 1); returns it with the test logits and split."""
     from medssl.data import load_split
 
-    val, test = load_split("synthetic", "val", root=synth_root), load_split("synthetic", "test", root=synth_root)
-    rng = np.random.default_rng(1)
-    vz, tz = rng.normal(size=(len(val), 2)), rng.normal(size=(len(test), 2))
+    val, test = load_split(dataset, "val", root=root), load_split(dataset, "test", root=root)
+    k = get_spec(dataset).n_classes
+    rng = np.random.default_rng(seed)
+    vz, tz = rng.normal(size=(len(val), k)), rng.normal(size=(len(test), k))
     vz[np.arange(len(val)), val.labels] += 2.0
     tz[np.arange(len(test)), test.labels] += 2.0
     run = tmp_path / "run"
     run.mkdir()
-    np.savez(run / "predictions.npz", val_logits=vz * 3, val_labels=val.labels, test_logits=tz * 3,
+    np.savez(run / "predictions.npz", val_logits=vz * scale, val_labels=val.labels, test_logits=tz * scale,
              test_labels=test.labels)
+    return run, (tz * scale, test)
+
+
+def test_cli_passes_every_option_to_the_analysis_and_prints_its_numbers(tmp_path, synth_root, capsys):
+    run, _ = _informative_run(tmp_path, synth_root, "synthetic", seed=1, scale=3)
     out = tmp_path / "w7"
     argv = ["--run", str(run), "--dataset", "synthetic", "--root", str(synth_root), "--out", str(out),
             "--target-tpr", "0.8", "--target-fpr", "0.2", "--decision-point", "max_f1", "--k", "2",
@@ -135,16 +144,7 @@ def test_cli_passes_every_option_to_the_analysis_and_prints_its_numbers(tmp_path
 
 
 def test_cli_on_a_multiclass_run_prints_no_threshold(tmp_path, synth_root, capsys):
-    from medssl.data import load_split
-
-    val, test = load_split("synthetic8", "val", root=synth_root), load_split("synthetic8", "test", root=synth_root)
-    rng = np.random.default_rng(2)
-    vz, tz = rng.normal(size=(len(val), 8)), rng.normal(size=(len(test), 8))
-    vz[np.arange(len(val)), val.labels] += 2
-    tz[np.arange(len(test)), test.labels] += 2
-    run = tmp_path / "run"
-    run.mkdir()
-    np.savez(run / "predictions.npz", val_logits=vz, val_labels=val.labels, test_logits=tz, test_labels=test.labels)
+    run, (tz, test) = _informative_run(tmp_path, synth_root, "synthetic8", seed=2, scale=1)
     out = tmp_path / "w7"
     assert decisions.main(["--run", str(run), "--dataset", "synthetic8", "--root", str(synth_root),
                            "--out", str(out), "--device", "cpu", "--k", "3"]) == 0
