@@ -174,3 +174,46 @@ def test_load_run_feeds_images_the_way_the_model_was_trained(trained, tmp_path):
     preds = load_predictions(out / "best.pt")          # recomputed on the auto device, like the run
     assert np.allclose(preds.test_logits, saved["test_logits"], **SAME_LOGITS)
     np.testing.assert_array_equal(preds.test_labels, saved["test_labels"])
+
+
+def test_predictions_from_a_checkpoint_carry_every_field_of_the_run(trained, tmp_path, monkeypatch):
+    """``load_predictions(best.pt)`` rebuilds the run: its val and test logits and labels, and the dataset, size,
+    data root, source and config that the analysis reads (a dropped or swapped field would change an operating
+    point or a report without an error)."""
+    import medssl.train as train_mod
+    from medssl.decisions import load_predictions
+
+    root, out = trained
+    ckpt = torch.load(out / "best.pt", map_location="cpu", weights_only=False)
+    saved = np.load(out / "predictions.npz")
+    preds = load_predictions(out / "best.pt", device="cpu")
+    for split in ("val", "test"):                      # the validation split is what every threshold is chosen on
+        assert np.allclose(getattr(preds, f"{split}_logits"), saved[f"{split}_logits"], **SAME_LOGITS), split
+        np.testing.assert_array_equal(getattr(preds, f"{split}_labels"), saved[f"{split}_labels"])
+    assert (preds.dataset, preds.size, preds.root) == ("synthetic", 28, str(root))
+    assert preds.source == str(out / "best.pt")
+    assert preds.meta == {"config": ckpt["config"]} and preds.meta["config"]["epochs"] == 3
+
+    # a checkpoint that does not say its dataset: the caller's dataset is the one loaded, and without it, a clear error
+    anonymous = copy.deepcopy(ckpt)
+    anonymous.pop("dataset", None)
+    anonymous["config"].pop("dataset", None)
+    torch.save(anonymous, tmp_path / "anonymous.pt")
+    from medssl.errors import ConfigError
+    with pytest.raises(ConfigError, match="does not say its dataset"):
+        load_predictions(tmp_path / "anonymous.pt")
+    named = load_predictions(tmp_path / "anonymous.pt", dataset="synthetic", root=str(root))
+    np.testing.assert_array_equal(named.val_labels, saved["val_labels"])
+    assert named.dataset == "synthetic" and named.root == str(root)
+
+    # the data root and the device the caller names are the ones used, not the checkpoint's or the default
+    seen = {}
+
+    def spy(run, dataset=None, root=None, device="cpu", splits=("val", "test")):
+        seen.update(dataset=dataset, root=root, device=device)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(train_mod, "load_run", spy)
+    with pytest.raises(RuntimeError, match="stop here"):
+        load_predictions(out / "best.pt", dataset="synthetic", root="/elsewhere", device="meta")
+    assert seen == {"dataset": "synthetic", "root": "/elsewhere", "device": torch.device("meta")}
