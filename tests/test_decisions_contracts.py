@@ -156,3 +156,35 @@ def test_cli_on_a_multiclass_run_prints_no_threshold(tmp_path, synth_root, capsy
     wrong = sorted((i for i in range(len(tz)) if p[i].argmax() != test.labels[i]), key=lambda i: (-p[i].max(), i))
     errors = json.loads((out / "decisions_summary.json").read_text())["errors"]
     assert [e["index"] for e in errors] == wrong[:6]                    # 2k top-label errors
+
+
+def test_custom_errors_accepts_exactly_k_errors_at_the_edges_of_the_index_range():
+    """A student's selection of exactly ``k`` errors per kind, with the first and the last case among them, is a
+    valid selection (an off-by-one in the check would refuse it); one more, a repeat or an index outside the cases
+    is refused with a message."""
+    scores = np.array([0.9, 0.2, 0.8, 0.1, 0.7, 0.3])       # P(positive); threshold 0.5
+    y = np.array([0, 0, 0, 1, 1, 1])                        # FPs: 0 and 2; FNs: 3 and 5
+    chosen = {"FP": [0, 2], "FN": [5, 3]}
+    got = decisions.custom_errors(lambda s, yy, t, k: chosen, scores, y, 0.5, k=2)
+    assert sorted(got.loc[got["kind"] == "FP", "index"]) == [0, 2]
+    assert sorted(got.loc[got["kind"] == "FN", "index"]) == [3, 5]
+    for bad in ({"FP": [0, 2], "FN": [5, 3, 3]}, {"FP": [0, 0], "FN": []}, {"FP": [-1], "FN": []},
+                {"FP": [6], "FN": []}):
+        with pytest.raises(ConfigError, match="at most 2 distinct indices into the 6 cases"):
+            decisions.custom_errors(lambda s, yy, t, k, bad=bad: bad, scores, y, 0.5, k=2)
+    with pytest.raises(ConfigError, match="at most 1 distinct indices"):
+        decisions.custom_errors(lambda s, yy, t, k: chosen, scores, y, 0.5, k=1)
+
+
+def test_cli_device_reaches_the_analysis(monkeypatch):
+    """``--device`` is the device the checkpoint's predictions are computed on (not the default)."""
+    seen = {}
+
+    def spy(run, out, **kw):
+        seen.update(kw)
+        raise ConfigError("stop here")
+
+    monkeypatch.setattr(decisions, "analyse_run", spy)
+    with pytest.raises(ConfigError, match="stop here"):
+        decisions.main(["--run", "somewhere", "--dataset", "synthetic", "--out", "x", "--device", "meta"])
+    assert seen["device"] == "meta"
