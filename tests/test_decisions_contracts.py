@@ -188,3 +188,23 @@ def test_cli_device_reaches_the_analysis(monkeypatch):
     with pytest.raises(ConfigError, match="stop here"):
         decisions.main(["--run", "somewhere", "--dataset", "synthetic", "--out", "x", "--device", "meta"])
     assert seen["device"] == "meta"
+
+
+def test_error_gallery_puts_each_error_in_its_own_row_with_its_caption(monkeypatch):
+    """The FP row shows the false positives' images and the FN row the false negatives', each with its caption
+    (rows swapped or filled from the wrong cases would show a student the wrong mistakes)."""
+    import medssl.plots as plots
+
+    spec = get_spec("synthetic")                           # positive class 0 = lesion
+    images = np.arange(6 * 4, dtype=np.uint8).reshape(6, 1, 2, 2)     # every image distinct
+    labels = np.array([1, 1, 0, 0, 1, 0])
+    scores = np.array([0.9, 0.8, 0.2, 0.3, 0.6, 0.4])       # P(lesion); FPs 0, 1, 4; FNs 2, 3, 5 at 0.5
+    errors = decisions.errors_frame(scores, [0, 4], [2, 5])
+    captured = {}
+    monkeypatch.setattr(plots, "labelled_rows_grid", lambda rows, title=None: captured.update(rows) or "figure")
+    assert decisions.error_gallery_figure(images, errors, labels, spec, title="t") == "figure"
+    fp_row, fn_row = captured["false positives (called lesion)"], captured["false negatives (missed lesion)"]
+    np.testing.assert_array_equal(fp_row[0], images[[0, 4]])
+    np.testing.assert_array_equal(fn_row[0], images[[2, 5]])
+    assert [c.split("\n")[0] for c in fp_row[1]] == ["FP1 #0", "FP2 #4"]
+    assert [c.split("\n")[0] for c in fn_row[1]] == ["FN1 #2", "FN2 #5"]
