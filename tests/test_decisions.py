@@ -222,7 +222,8 @@ def test_analyse_run_from_a_run_folder_writes_everything(tmp_path, synth_root):
     bad.mkdir()
     np.savez(bad / "predictions.npz", val_logits=vz, val_labels=val.labels, test_logits=tz,
              test_labels=1 - test.labels)
-    with pytest.raises(MedSSLError, match="do not match"):
+    with pytest.raises(MedSSLError, match=r"do not match synthetic \(28px\) test split; pass dataset= / root= for "
+                                          "the data the model was evaluated on"):
         decisions.analyse_run(bad, tmp_path / "out2", dataset="synthetic", root=str(synth_root))
 
 

@@ -208,3 +208,36 @@ def test_error_gallery_puts_each_error_in_its_own_row_with_its_caption(monkeypat
     np.testing.assert_array_equal(fn_row[0], images[[2, 5]])
     assert [c.split("\n")[0] for c in fp_row[1]] == ["FP1 #0", "FP2 #4"]
     assert [c.split("\n")[0] for c in fn_row[1]] == ["FN1 #2", "FN2 #5"]
+
+
+def test_target_rates_outside_zero_one_are_refused_with_the_range():
+    scores, y = np.array([0.2, 0.8, 0.6, 0.4]), np.array([0, 1, 1, 0])
+    for target in (0.0, 1.5, -0.1):
+        with pytest.raises(ConfigError, match=rf"target TPR must be in \(0, 1\], got {target}\."):
+            decisions.threshold_for_tpr(scores, y, target)
+    for target in (-0.1, 1.0, 1.5):
+        with pytest.raises(ConfigError, match=rf"target FPR must be in \[0, 1\), got {target}\."):
+            decisions.threshold_for_fpr(scores, y, target)
+
+
+def test_a_callable_without_a_name_is_named_by_its_class_in_errors():
+    """A student's selection written as a callable object (no ``__name__``) is named by its class."""
+    class PickErrors:
+        def __call__(self, scores, y, threshold, k):
+            return {"FP": [1], "FN": []}                  # case 1 is a positive: not a false positive
+
+    with pytest.raises(ConfigError, match=r"^PickErrors: index 1 is not a FP at threshold 0\.5000\.$"):
+        decisions.custom_errors(PickErrors(), np.array([0.9, 0.8]), np.array([0, 1]), 0.5, k=1)
+
+
+def test_a_run_folder_is_read_from_its_saved_predictions_even_beside_a_checkpoint(tmp_path, synth_root):
+    """``predictions.npz`` is the run's record: it is read as saved, not recomputed from ``best.pt`` beside it; a
+    folder with only ``best.pt`` is recomputed from that."""
+    run, (tz, _) = _informative_run(tmp_path, synth_root, "synthetic", seed=3, scale=1)
+    (run / "best.pt").write_bytes(b"not a checkpoint")       # reading it would fail
+    got = decisions.load_predictions(run, dataset="synthetic", root=str(synth_root))
+    np.testing.assert_array_equal(got.test_logits, tz)
+    assert got.source == str(run)
+    (run / "predictions.npz").unlink()
+    with pytest.raises(CheckpointError):
+        decisions.load_predictions(run, dataset="synthetic", root=str(synth_root))
