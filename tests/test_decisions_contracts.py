@@ -241,3 +241,18 @@ def test_a_run_folder_is_read_from_its_saved_predictions_even_beside_a_checkpoin
     (run / "predictions.npz").unlink()
     with pytest.raises(CheckpointError):
         decisions.load_predictions(run, dataset="synthetic", root=str(synth_root))
+
+
+def test_a_threshold_fn_that_returns_no_number_is_refused_by_name():
+    scores, y = np.array([0.2, 0.8, 0.6, 0.4]), np.array([0, 1, 1, 0])
+
+    def nan_rule(s, yy, metric, target):
+        return float("nan")
+
+    def text_rule(s, yy, metric, target):
+        return "high"
+
+    with pytest.raises(ConfigError, match=r"^nan_rule returned nan for tpr target 0\.9\.$"):
+        decisions.choose_thresholds(scores, y, threshold_fn=nan_rule)
+    with pytest.raises(ConfigError, match=r"^text_rule must return a threshold \(a number\), got 'high'\.$"):
+        decisions.choose_thresholds(scores, y, threshold_fn=text_rule)

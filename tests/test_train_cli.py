@@ -217,3 +217,24 @@ def test_predictions_from_a_checkpoint_carry_every_field_of_the_run(trained, tmp
     with pytest.raises(RuntimeError, match="stop here"):
         load_predictions(out / "best.pt", dataset="synthetic", root="/elsewhere", device="meta")
     assert seen == {"dataset": "synthetic", "root": "/elsewhere", "device": torch.device("meta")}
+
+
+def test_a_run_folder_without_saved_predictions_is_recomputed_from_its_checkpoint(trained, tmp_path, monkeypatch):
+    import shutil
+
+    import medssl.decisions as decisions_mod
+    from medssl.decisions import load_predictions
+
+    root, out = trained
+    folder = tmp_path / "only-checkpoint"
+    folder.mkdir()
+    shutil.copy(out / "best.pt", folder / "best.pt")
+    saved = np.load(out / "predictions.npz")
+    preds = load_predictions(folder, device="cpu")
+    assert preds.source == str(folder / "best.pt")
+    assert np.allclose(preds.val_logits, saved["val_logits"], **SAME_LOGITS)
+    # the caller's dataset, root and device are passed on to the checkpoint
+    seen = []
+    monkeypatch.setattr(decisions_mod, "_predictions_from_checkpoint", lambda *a: seen.append(a) or "rebuilt")
+    assert load_predictions(folder, "synthetic", "/data", "meta") == "rebuilt"
+    assert seen == [(folder / "best.pt", "synthetic", "/data", "meta")]
