@@ -136,6 +136,10 @@ def test_committed_editions_are_what_the_build_writes(week):
         assert [c.source for c in nb.cells] == [c.source for c in built.cells], \
             f"{B.WEEKS[week].FILE} ({which} edition) is out of date: run python notebooks/build_notebooks.py --execute"
         assert [c.metadata.get("tags", []) for c in nb.cells] == [c.metadata.get("tags", []) for c in built.cells]
+        # ids come from the content: a rebuild that changes no cell changes no line of the committed file
+        assert [c.id for c in nb.cells] == [c.id for c in built.cells]
+        assert len({c.id for c in built.cells}) == len(built.cells)
+    assert B.build(week, which="student").cells[0].id == B.build(week, which="student").cells[0].id
     student = committed(week, "student")
     assert all(not c.get("outputs") and c.get("execution_count") is None for c in student.cells
                if c.cell_type == "code"), "the student edition carries no outputs"

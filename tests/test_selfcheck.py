@@ -97,7 +97,7 @@ def test_check_is_cases_then_properties_and_the_first_failure_wins(tmp_path, cap
     assert sc.check("sq", _square_sum, properties=[("non-negative", lambda: _square_sum(np.array([-2.0])) >= 0)]) \
         is None
     assert sc.status("sq") == "PASS" and sc.results["sq"]["message"] == \
-        "all 2 stored cases match and all 1 properties hold."
+        "all 2 stored cases match and the 1 property holds."
     sc.check("sq", lambda x, scale=1.0: (x ** 2).sum(), properties=[("never run", lambda: 1 / 0)])
     assert sc.status("sq") == "FAIL" and sc.results["sq"]["message"].startswith("case 2 of 2")
     sc.check("sq", _square_sum, properties=[("is negative", lambda: _square_sum(np.array([1.0])) < 0)])

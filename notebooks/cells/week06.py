@@ -354,20 +354,21 @@ def cells(md, code, params_cell, start_cell):
         """),
         md("## 5. README (core)"),
         code("""
+        by = {k: "your" if v == "student" else "the library's" for k, v in implementation.items()}
         r = wk.readme("Week 6 — SSL fine-tuning & calibration (core)")
         r.h("Comparison (test set)")
         r.table(table)
         r.p(f"Probe and fine-tune: {probe['n_labels']} labels ({tag}%), indices fingerprint {probe['indices_md5']}. "
             f"Fine-tune: {fine['epochs']} epochs (best {fine['best_epoch']}), head LR {fine['lr_head']}, "
             f"encoder LR {fine['lr_encoder']}, optimizer set up by "
-            f"{'your' if implementation['finetune_optimizer'] == 'student' else 'the library'}'s finetune_optimizer. "
+            f"{by['finetune_optimizer']} finetune_optimizer. "
             f"Baseline: Week 3 `{best}` on {baseline['n_train_labels']} labels.")
         r.student("With 10x fewer labels, how close do the SSL models come to the supervised baseline? Does "
                   "fine-tuning beat the probe?")
         r.h("Calibration")
         r.p(f"ECE of the fine-tuned model: **{fine['ece']:.4f}** ({N_BINS} equal-width bins on "
             f"P({spec.positive_name}), from "
-            f"{'your' if implementation['compute_reliability'] == 'student' else 'the library'}'s "
+            f"{by['compute_reliability']} "
             "compute_reliability).")
         r.figure("reliability_ssl_finetune.png", "Reliability of the fine-tuned SSL model (test)")
         r.student("Over- or under-confident, and where? Compare with the probe's and the baseline's ECE.")

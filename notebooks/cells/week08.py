@@ -149,8 +149,8 @@ def cells(md, code, params_cell, start_cell):
             wk.copy_file(rob_dir / "robustness_plot.png", f"{tid}_robustness_plot.png")
             n1 = ch.Readme(f"{tid} — robustness notes ({wk.dataset}, {wk.student})")
             n1.p((rob_dir / "robustness_table.md").read_text().split("\\n", 2)[-1])
-            who = "your" if implementation["brightness_contrast"] == "student" else "the library"
-            n1.p(f"brightness_contrast: {who}'s implementation.")
+            who = "your" if implementation["brightness_contrast"] == "student" else "the library's"
+            n1.p(f"brightness_contrast: {who} implementation.")
             n1.figure(f"{tid}_robustness_plot.png", "Metrics under each shift")
             n1.student("6-10 lines: what changed (accuracy, ranking, calibration), which shift hurt most and why "
                        "that is plausible for this modality.")

@@ -248,7 +248,7 @@ class SelfChecks:
             mismatch = first_mismatch(got, decode(case["want"]), atol, rtol)
             if mismatch:
                 return "FAIL", f"case {i} of {len(cases)}: {mismatch}"
-        return "PASS", f"all {len(cases)} stored cases match"
+        return "PASS", "the 1 stored case matches" if len(cases) == 1 else f"all {len(cases)} stored cases match"
 
     @staticmethod
     def _properties(checks: Sequence[tuple[str, Callable[[], object]]]) -> tuple[str, str]:
@@ -263,7 +263,7 @@ class SelfChecks:
                 return "TODO", f"{desc}: your code returned None."
             if not ok:
                 return "FAIL", f"{desc}: not true for your code."
-        return "PASS", f"all {len(checks)} properties hold"
+        return "PASS", "the 1 property holds" if len(checks) == 1 else f"all {len(checks)} properties hold"
 
     def compare(self, name: str, student_fn: Callable, atol: float | None = None, rtol: float | None = None) -> bool:
         """Run ``student_fn`` on the stored cases of check ``name`` and compare with the stored outputs."""
