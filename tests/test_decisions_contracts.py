@@ -256,3 +256,36 @@ def test_a_threshold_fn_that_returns_no_number_is_refused_by_name():
         decisions.choose_thresholds(scores, y, threshold_fn=nan_rule)
     with pytest.raises(ConfigError, match=r"^text_rule must return a threshold \(a number\), got 'high'\.$"):
         decisions.choose_thresholds(scores, y, threshold_fn=text_rule)
+
+
+def test_logits_of_another_task_are_refused_before_anything_is_written(tmp_path):
+    z = np.zeros((4, 3))
+    with pytest.raises(ConfigError, match=r"^logits have 3 classes but pneumoniamnist has 2; is this the right "
+                                          r"dataset\?$"):
+        decisions.analyse_predictions(z, [0, 1, 0, 1], z, [0, 1, 0, 1], "pneumoniamnist", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_predictions_file_is_read_with_its_run_config(tmp_path, synth_root):
+    """A ``predictions.npz`` path: the dataset and data root come from ``config.json`` beside it."""
+    run, (tz, _) = _informative_run(tmp_path, synth_root, "synthetic", seed=4, scale=1)
+    (run / "config.json").write_text(json.dumps({"config": {"dataset": "synthetic", "size": 28,
+                                                            "root": str(synth_root)}}))
+    got = decisions.load_predictions(run / "predictions.npz")
+    assert (got.dataset, got.size, got.root, got.source) == ("synthetic", 28, str(synth_root),
+                                                             str(run / "predictions.npz"))
+    np.testing.assert_array_equal(got.test_logits, tz)
+
+
+def test_missing_or_incomplete_predictions_say_what_to_do(tmp_path):
+    empty = tmp_path / "run"
+    empty.mkdir()
+    with pytest.raises(CheckpointError, match=r"predictions\.npz not found\. Train with `python -m medssl\.train "
+                                              r"\.\.\. --out DIR` \(it writes predictions\.npz\), or pass the "
+                                              r"checkpoint best\.pt instead\.$"):
+        decisions.load_predictions(empty, dataset="synthetic")
+    np.savez(empty / "predictions.npz", val_logits=np.zeros((2, 2)), test_logits=np.zeros((2, 2)))
+    with pytest.raises(CheckpointError, match=r"lacks val_labels, test_labels; save val/test logits and labels "
+                                              r"under these names \(np\.savez\(path, val_logits=\.\.\., "
+                                              r"val_labels=\.\.\., \.\.\.\)\)\.$"):
+        decisions.load_predictions(empty, dataset="synthetic")
