@@ -194,3 +194,32 @@ def test_high_confidence_errors_default_to_five_of_each_kind():
     errs = decisions.high_confidence_errors(scores, y, 0.5)
     assert errs["kind"].value_counts().to_dict() == {"FP": 5, "FN": 5}
     assert errs.loc[errs["kind"] == "FP", "index"].tolist() == [7, 6, 5, 4, 3]   # highest P(positive) first
+
+
+def test_analysis_uses_its_targets_and_marks_the_points_on_both_curves(tmp_path, monkeypatch):
+    """The TPR target reaches the threshold rule, and the ROC and PR figures mark each operating point at its test
+    (FPR, TPR, PPV), with a title naming the split and the positive class."""
+    rng = np.random.default_rng(0)
+    vy, ty = rng.integers(0, 2, 300), rng.integers(0, 2, 300)
+    vz = np.c_[np.zeros(300), rng.normal(size=300) + 1.5 * vy]        # logit of class 1 (pneumonia)
+    tz = np.c_[np.zeros(300), rng.normal(size=300) + 1.5 * ty]
+    drawn = {}
+    import medssl.plots as plots
+
+    monkeypatch.setattr(plots, "roc_curve_figure", lambda fpr, tpr, auc, marks, what: drawn.update(
+        roc=(marks, what)) or _blank())
+    monkeypatch.setattr(plots, "pr_curve_figure", lambda rec, prec, ap, prev, marks, what: drawn.update(
+        pr=(marks, what)) or _blank())
+    rep = decisions.analyse_predictions(vz, vy, tz, ty, "pneumoniamnist", tmp_path / "out", target_tpr=0.7)
+    vs = decisions.binary_scores(decisions.softmax(vz), vy, PNEU)[0]
+    assert rep["points"]["target_tpr"]["threshold"] == decisions.threshold_for_tpr(vs, vy, 0.7)
+    marks = {name: (1 - p["test"]["specificity"], p["test"]["sensitivity"], p["test"]["ppv"])
+             for name, p in rep["points"].items()}
+    assert drawn["roc"] == drawn["pr"] == (marks, "pneumoniamnist test, positive = 1 (pneumonia)")
+    assert rep["params"]["probabilities"] == "uncalibrated softmax(logits)"
+
+
+def _blank():
+    import matplotlib.pyplot as plt
+
+    return plt.figure()
