@@ -55,7 +55,7 @@ UNIT_TESTS = {
                   "test_exercise_hooks.py", "test_calibration.py", "test_multiclass.py", "test_train_cli.py",
                   "test_decisions_contracts.py", "test_decisions_records.py"),
     "probe": ("test_probe.py", "test_selection_invariance.py", "test_smallcnn_encoder_downstream.py",
-              "test_exercise_hooks.py", "test_multiclass.py"),
+              "test_exercise_hooks.py", "test_multiclass.py", "test_probe_records.py"),
     "recipes": ("test_recipes_contracts.py", "test_recipes.py", "test_known_answers.py", "test_fake_cuda.py"),
     "data": ("test_data_contracts.py", "test_data.py", "test_data_skip_guards.py", "test_label_fractions.py",
              "test_accel.py", "test_fake_cuda.py"),
