@@ -85,6 +85,17 @@ needs_real = pytest.mark.skipif(not _real_data(), reason=f"{DATASET}.npz not in 
                                                           "to run the course smoke test on real data")
 
 
+def ran_and_checked(root: Path, outcomes, weeks) -> dict[int, list[str]]:
+    """Every week ran, in order, and its folder passes the checker; the extra tasks found per week."""
+    assert [o.week for o in outcomes] == list(weeks)
+    assert all(o.status == "ok" for o in outcomes), runner.summary_table(outcomes)
+    reports = check.check_tree(root)
+    assert sorted(r.week for r in reports) == list(weeks)
+    for rep in reports:
+        assert rep.passed(), rep.format()
+    return {r.week: r.tasks for r in reports}
+
+
 @pytest.fixture(scope="module")
 def smoke_course(tmp_path_factory):
     root = tmp_path_factory.mktemp("course") / "results"
@@ -109,12 +120,8 @@ def test_every_week_runs(smoke_course):
 @pytest.mark.slow
 @needs_real
 def test_every_folder_passes_the_checker(smoke_course):
-    root, _ = smoke_course
-    reports = check.check_tree(root)
-    assert sorted(r.week for r in reports) == list(range(1, 11))
-    for rep in reports:
-        assert rep.passed(), rep.format()
-    tasks = {r.week: r.tasks for r in reports}
+    root, outcomes = smoke_course
+    tasks = ran_and_checked(root, outcomes, range(1, 11))
     assert tasks[5] == ["B1", "B2", "B4"] and tasks[6] == ["B3", "P1"]
     assert tasks[7] == ["B5", "P2", "P3", "P4", "P5", "P6"]
     assert tasks[8] == ["B8-1", "B8-2", "B8-3", "P8-1", "P8-2", "P8-3"]
@@ -203,13 +210,7 @@ def _markdown_rows(text: str, first_header: str) -> dict[str, dict[str, str]]:
 @needs_pneumonia
 def test_pneumonia_weeks_and_focus_tasks_run_and_pass_the_checker(pneumonia_course):
     root, outcomes = pneumonia_course
-    assert [o.week for o in outcomes] == list(range(1, 9))
-    assert all(o.status == "ok" for o in outcomes), runner.summary_table(outcomes)
-    reports = check.check_tree(root)
-    assert sorted(r.week for r in reports) == list(range(1, 9))
-    for rep in reports:
-        assert rep.passed(), rep.format()
-    tasks = {r.week: r.tasks for r in reports}
+    tasks = ran_and_checked(root, outcomes, range(1, 9))
     assert tasks[6] == ["P1"] and tasks[7] == ["P2", "P3", "P4", "P5", "P6"]
     assert tasks[8] == ["P8-1", "P8-2", "P8-3"]
 
