@@ -209,7 +209,7 @@ def cells(md, code, params_cell, start_cell):
               f"{summary['params'].get('custom', 'none')}")
         """, check=True),
         code("""
-        for name in ("roc_curve.png", "pr_curve.png", "high_conf_error_gallery.png"):
+        for name in ("roc_curve.png", "pr_curve.png", "high_conf_error_gallery.png", "operating_points.csv"):
             wk.copy_file(dec_dir / name, name)
         op_table = (dec_dir / "operating_point_table.md").read_text()
         who = {k: "your" if v == "student" else "the library's" for k, v in implementation.items()}

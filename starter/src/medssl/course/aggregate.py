@@ -10,7 +10,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import ConfigError
+from . import aggregate_decisions as AD
 from . import manifest as M
+from .aggregate_decisions import folder_is_smoke as _folder_is_smoke
+from .aggregate_decisions import mean_std as _mean_std
 from .check import find_submissions, parse_location
 
 _METRIC_COLS = ("acc", "auroc", "ece", "f1_macro", "sensitivity", "specificity")
@@ -56,19 +59,6 @@ def collect_metrics(results_root: str | os.PathLike, include_smoke: bool = False
     return rows
 
 
-def _folder_is_smoke(folder: Path) -> bool:
-    """True when any JSON in ``folder`` says it came from a smoke run or synthetic data."""
-    for path in folder.glob("*.json"):
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        if isinstance(data, dict) and ((data.get("course") or {}).get("smoke")
-                                       or (data.get("data") or {}).get("synthetic")):
-            return True
-    return False
-
-
 def collect_label_efficiency(results_root: str | os.PathLike, include_smoke: bool = False) -> list[dict]:
     """Label-efficiency rows of every student's Week 5 folder (method, fraction, metrics).
 
@@ -94,15 +84,6 @@ def collect_label_efficiency(results_root: str | os.PathLike, include_smoke: boo
         except Exception:  # a malformed CSV is the checker's business; aggregation skips it
             continue
     return rows
-
-
-def _mean_std(values) -> tuple[float, float, int]:
-    import numpy as np
-
-    v = np.asarray([x for x in values if x is not None and not (isinstance(x, float) and math.isnan(x))], float)
-    if v.size == 0:
-        return float("nan"), float("nan"), 0
-    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0, int(v.size)
 
 
 def summarise(rows: Sequence[dict], metrics: Sequence[str] = ("acc", "auroc", "ece")) -> list[dict]:
@@ -232,6 +213,10 @@ def aggregate(results_root: str | os.PathLike = "results", out: str | os.PathLik
             le_sum.append(f"| {d} | {meth} | {float(fr) * 100:g}% | {_fmt_ms(mean, std)} | {n} |")
         md += ["## Label efficiency (Week 5, test AUROC)", "", "| dataset | method | labels | AUROC | n |",
                "|---|---|---|---|---|", *le_sum, ""]
+    ts_rows = AD.collect_temperature_scaling(results_root, include_smoke)
+    op_rows = AD.collect_operating_points(results_root, include_smoke)
+    rob_rows = AD.collect_robustness(results_root, include_smoke)
+    md.append(AD.markdown(ts_rows, op_rows, rob_rows))
     paths["summary_md"] = out / "class_summary.md"
     write_text(paths["summary_md"], "\n".join(md))
     paths["comparison_png"] = out / "class_breast_vs_pneumonia.png"
@@ -240,7 +225,19 @@ def aggregate(results_root: str | os.PathLike = "results", out: str | os.PathLik
     save_figure(label_efficiency_figure(le), paths["label_efficiency_png"])
     paths["label_efficiency_csv"] = out / "class_label_efficiency.csv"
     write_text(paths["label_efficiency_csv"], pd.DataFrame(le).to_csv(index=False))
-    return {"paths": paths, "n_rows": len(rows), "n_label_efficiency": len(le), "summary": summary}
+    paths["calibration_png"] = out / "class_calibration.png"
+    save_figure(comparison_figure(summary, weeks=(1, 3, 6), metric="ece",
+                                  title="Breast vs Pneumonia: test ECE (lower is better)"), paths["calibration_png"])
+    for key, figure, data in (("operating_points", AD.operating_points_figure, op_rows),
+                              ("robustness", AD.robustness_figure, rob_rows)):
+        paths[f"{key}_png"] = out / f"class_{key}.png"
+        save_figure(figure(data), paths[f"{key}_png"])
+        paths[f"{key}_csv"] = out / f"class_{key}.csv"
+        write_text(paths[f"{key}_csv"], pd.DataFrame(data).to_csv(index=False))
+    paths["temperature_scaling_csv"] = out / "class_temperature_scaling.csv"
+    write_text(paths["temperature_scaling_csv"], pd.DataFrame(ts_rows).to_csv(index=False))
+    return {"paths": paths, "n_rows": len(rows), "n_label_efficiency": len(le), "summary": summary,
+            "n_temperature_scaling": len(ts_rows), "n_operating_points": len(op_rows), "n_robustness": len(rob_rows)}
 
 
 def _group(rows, keys):
