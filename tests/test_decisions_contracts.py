@@ -176,6 +176,16 @@ def test_custom_errors_accepts_exactly_k_errors_at_the_edges_of_the_index_range(
         decisions.custom_errors(lambda s, yy, t, k: chosen, scores, y, 0.5, k=1)
 
 
+def test_custom_errors_that_return_the_wrong_type_are_told_what_they_returned():
+    """A selection that is not a {'FP': ..., 'FN': ...} mapping is refused with the type it did return, so a
+    student sees that their function returned a list (or forgot to return at all)."""
+    scores, y = np.array([0.9, 0.2]), np.array([0, 1])
+    for returned, type_name in (([0, 1], "list"), (None, "NoneType"), ({"FP": [0]}, "dict")):
+        with pytest.raises(ConfigError, match=rf"^<lambda> must return {{'FP': indices, 'FN': indices}}, "
+                                              rf"got {type_name}\.$"):
+            decisions.custom_errors(lambda s, yy, t, k, r=returned: r, scores, y, 0.5, k=1)
+
+
 def test_cli_device_reaches_the_analysis(monkeypatch):
     """``--device`` is the device the checkpoint's predictions are computed on (not the default)."""
     seen = {}
