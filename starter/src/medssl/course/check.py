@@ -185,6 +185,10 @@ def _check_text(path: Path, report: CheckReport) -> None:
     n = text.count(M.STUDENT_MARK)
     if n:
         report.add("to write", path.name, f"{n} place(s) marked {M.STUDENT_MARK} still to write")
+    n = text.count(M.REFERENCE_MARK)
+    if n and report.student != "reference":
+        report.add("to write", path.name, f"{n} place(s) hold the course team's reference answer "
+                   f"({M.REFERENCE_MARK!r}); replace each with your own words")
 
 
 def _check_csv(path: Path, spec: M.FileSpec, report: CheckReport) -> None:

@@ -36,6 +36,9 @@ DATASETS = ("breastmnist", "pneumoniamnist")
 WEEKS = tuple(range(1, 11))
 # Text a generated README leaves for the student; the checker counts what is left.
 STUDENT_MARK = "TODO(student)"
+# What the course team's reference folders put in those places instead (results/week*/<dataset>/reference/), so a
+# reader, and the checker on a student's folder, can tell a reference answer from a submission.
+REFERENCE_MARK = "Course team's reference answer"
 
 
 @dataclass(frozen=True)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
+from ..errors import ConfigError
 from . import manifest as M
 from .check import check_value
 
@@ -48,6 +50,24 @@ class Readme:
 
     def render(self) -> str:
         return "\n".join(self.parts).rstrip() + "\n"
+
+
+def answer_places(text: str, answers: Sequence[str], by: str = M.REFERENCE_MARK) -> str:
+    """``text`` with its ✍️ places answered in order, each marked ``by`` and keeping its prompt.
+
+    For the course team's reference folders: one answer per place, and the number of answers must equal the
+    number of places left, so that an answer cannot land under the wrong prompt.
+    """
+    pattern = re.compile(rf"^> ✍️ \*\*{re.escape(M.STUDENT_MARK)}:\*\* (.*)$", re.M)
+    places = pattern.findall(text)
+    answers = [a.strip().replace("\n", "\n> ") for a in answers]       # a multi-line answer stays in the quote
+    if len(answers) != len(places):
+        raise ConfigError(f"{len(answers)} answer(s) for {len(places)} unwritten place(s); give one per place, "
+                          "in order.")
+    if any(not a for a in answers):
+        raise ConfigError("an answer is empty; write it or leave that place to the student.")
+    it = iter(answers)
+    return pattern.sub(lambda m: f"> ✍️ **{by}** (*{m.group(1)}*)\n>\n> {next(it)}", text)
 
 
 def _fmt(v, digits: int = 4) -> str:
