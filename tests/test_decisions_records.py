@@ -223,3 +223,69 @@ def _blank():
     import matplotlib.pyplot as plt
 
     return plt.figure()
+
+
+# ------------------------------------------------------------------ survivors of the seed-1 mutation sample
+def _pneu_logits(seed=0, n=300):
+    rng = np.random.default_rng(seed)
+    vy, ty = rng.integers(0, 2, n), rng.integers(0, 2, n)
+    vz = np.c_[np.zeros(n), rng.normal(size=n) + 1.5 * vy].astype(np.float32)
+    tz = np.c_[np.zeros(n), rng.normal(size=n) + 1.5 * ty].astype(np.float32)
+    return vz, vy, tz, ty
+
+
+def test_analysis_uses_its_fpr_target_lists_exactly_the_files_it_wrote_and_returns_its_folder(tmp_path):
+    vz, vy, tz, ty = _pneu_logits()
+    out = tmp_path / "new" / "nested" / "out"                 # parents that do not exist yet are made
+    rep = decisions.analyse_predictions(vz, vy, tz, ty, "pneumoniamnist", out, target_fpr=0.3)
+    vs = decisions.binary_scores(decisions.softmax(vz), vy, PNEU)[0]
+    assert rep["points"]["target_fpr"]["threshold"] == decisions.threshold_for_fpr(vs, vy, 0.3)
+    assert rep["params"]["target_fpr"] == 0.3
+    assert rep["out_dir"] == str(out)
+    on_disk = sorted(p.name for p in out.iterdir())
+    assert sorted([*rep["files"], decisions.SUMMARY_FILE]) == on_disk
+
+
+def test_default_point_states_its_tie_rule_for_either_positive_class():
+    s, y = np.array([0.2, 0.5, 0.8]), np.array([0, 1, 1])
+    rule1 = decisions.choose_thresholds(s, y, positive_class=1)["default"][0]
+    rule0 = decisions.choose_thresholds(s, y, positive_class=0)["default"][0]
+    assert "a 50/50 tie is called negative" in rule1 and "positive" not in rule1.split(";")[1]
+    assert "a 50/50 tie is called positive" in rule0
+
+
+def test_markdown_table_rounds_to_the_digits_asked_for():
+    df = pd.DataFrame({"a": [0.123456], "b": ["x"]})
+    assert decisions.markdown_table(df, digits=2) == "| a | b |\n|---|---|\n| 0.12 | x |\n"
+
+
+def test_check_scores_message_names_the_helper_to_use():
+    with pytest.raises(UnsupportedTaskError, match=r"\. Use decisions\.binary_scores\(probs, labels, spec\)"):
+        decisions.threshold_for_tpr(np.array([0.1, 0.9, 0.5]), np.array([0, 1, 2]))
+
+
+def test_temperature_scaling_files_hold_the_report_and_plot_float64_scaled_probabilities(tmp_path, monkeypatch):
+    """The JSON is the report without its markdown; the 'after' curve is softmax(logits / T) computed in float64
+    from float32 logits, and the combined figure labels its two curves."""
+    import json
+
+    import medssl.plots as plots
+    from medssl.calibration import temperature_scaling_report
+
+    vz, vy, tz, ty = _pneu_logits(1)
+    vz, tz = vz * 3, tz * 3                                     # over-confident: T moves well away from 1
+    result = temperature_scaling_report(vz, vy, tz, ty, PNEU, 15)
+    calls = []
+    monkeypatch.setattr(plots, "reliability_diagram", lambda probs, labels, pos, n_bins, title, name: calls.append(
+        (probs, title)) or _blank())
+    files = decisions.write_temperature_scaling(result, tz, ty, tmp_path)
+    saved = json.loads((tmp_path / "P1_temp_scaling.json").read_text())
+    assert saved == json.loads(json.dumps({k: v for k, v in result.items() if k != "table_md"}))
+    assert files == ["P1_temp_scaling_table.md", "P1_temp_scaling.json", "P1_reliability_before.png",
+                     "P1_reliability_after.png", "P1_reliability_before_after.png"]
+    t = result["temperature"]
+    z = tz.astype(np.float64) / t
+    ref = np.exp(z - z.max(1, keepdims=True))
+    ref /= ref.sum(1, keepdims=True)
+    np.testing.assert_allclose(calls[1][0], ref, rtol=0, atol=1e-15)
+    assert list(calls[2][0]) == ["before (T=1)", f"after (T={t:.3f})"]
