@@ -176,7 +176,8 @@ def cells(md, code, params_cell, start_cell):
                                    "training images": result["n_train_labels"], "device": result["device"]}))
         r.h("Class balance")
         r.table(balance, digits=3)
-        r.p(f"Counted with {'your' if count_classes is my_class_counts else 'the library'}'s class counts. Always "
+        counted_by = "your `my_class_counts`" if count_classes is my_class_counts else "the library"
+        r.p(f"Class counts from {counted_by}. Always "
             f"answering the majority class would give a test accuracy of {majority_test:.3f}.")
         r.h("Test metrics")
         r.table(ch.metrics_rows({MODEL_NAME: result}))
