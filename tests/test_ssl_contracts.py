@@ -212,3 +212,61 @@ def test_two_view_batches_are_shuffled_reproducibly_by_their_own_generators(synt
     match = [[bool(torch.allclose(s, im, atol=1e-6)) for im in images] for s in seen]
     where = [row.index(True) for row in match]
     assert sorted(where) == list(range(10)) and where != list(range(10))
+
+
+# ------------------------------------------------------------------ a notebook's own pieces (SSLComponents)
+def test_custom_pieces_reach_simclr_exactly_as_documented():
+    """``head(feature_dim)`` builds the head; ``loss`` gets both projections in float32 and the model's tau;
+    ``step`` gets the encoder, the head, the loss and both views, in that order."""
+    from medssl.ssl import SSLComponents
+
+    (enc, dim), seen = _linear_encoder(), {}
+    enc = enc.double()                                  # float64 projections: the loss must still get float32
+
+    def my_head(feature_dim):
+        seen["feature_dim"] = feature_dim
+        return torch.nn.Linear(feature_dim, 3).double()
+
+    def my_loss(z1, z2, tau):
+        seen["loss"] = (z1.dtype, z2.dtype, tau)
+        return (z1 - z2).pow(2).sum() * 0 + 7.0
+
+    model = build_ssl_model("simclr", enc, dim, tau=0.3, components=SSLComponents(head=my_head, loss=my_loss))
+    x1, x2 = torch.ones(2, 1, 28, 28, dtype=torch.float64), torch.zeros(2, 1, 28, 28, dtype=torch.float64)
+    assert model(x1, x2).item() == 7.0
+    assert seen == {"feature_dim": dim, "loss": (torch.float32, torch.float32, 0.3)}
+    assert model.loss_fn.__name__ == "my_loss"
+
+    def my_step(encoder, head, loss_fn, v1, v2, tau):
+        seen["step"] = (encoder, head, loss_fn, v1, v2, tau)
+        return torch.tensor(1.0)
+
+    model = build_ssl_model("simclr", enc, dim, tau=0.3, components=SSLComponents(head=my_head, step=my_step))
+    model(x1, x2)
+    e, h, lf, v1, v2, tau = seen["step"]
+    assert (e, h, lf, tau) == (model.encoder, model.head, model.loss_fn, 0.3) and v1 is x1 and v2 is x2
+
+
+def test_a_callable_object_is_named_by_its_class():
+    from medssl.ssl import SSLComponents, _in_float32
+
+    class MyLoss:
+        def __call__(self, z1, z2, tau):
+            return z1.sum() - z2.sum()
+
+    def views(x, augment, generator):
+        return x, x
+
+    assert _in_float32(MyLoss()).__name__ == "MyLoss"
+    assert SSLComponents(views=views, loss=MyLoss()).describe() == {
+        "views": "custom (views)", "head": "library", "loss": "custom (MyLoss)", "step": "library"}
+
+
+def test_head_config_of_a_custom_head_reads_its_first_and_last_layers():
+    from medssl.ssl import head_config
+
+    head = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.ReLU(), torch.nn.Linear(7, 6), torch.nn.Linear(6, 2))
+    assert head_config(head) == {"class": "Sequential", "in_dim": 5, "out_dim": 2,
+                                 "n_parameters": 5 * 7 + 7 + 7 * 6 + 6 + 6 * 2 + 2}
+    assert head_config(torch.nn.Identity()) == {"class": "Identity", "in_dim": None, "out_dim": None,
+                                                "n_parameters": 0}
