@@ -243,7 +243,8 @@ def cells(md, code, params_cell, start_cell):
                   "data size)?")
         r.h("Augmentation: a first look")
         r.table(aug_rows)
-        r.p(f"The second run trained with {'your' if augment is my_augment else 'the library'}'s flip + brightness "
+        whose = "your" if augment is my_augment else "the library's"
+        r.p(f"The second run trained with {whose} flip + brightness "
             "+ contrast pipeline (p = 0.5, ±0.1, ±0.1) instead of the library's `light` preset; all else equal.")
         r.student("Did the augmentation change the test metrics by more than what a single run's noise could "
                   "explain? (Week 3 repeats this with a stronger model.)")

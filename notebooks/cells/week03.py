@@ -226,7 +226,8 @@ def cells(md, code, params_cell, start_cell):
         r.table(facts, digits=3)
         for name in results:
             r.figure(f"curves_{name}.png", f"Learning curves, {name}")
-        r.p(f"Read with {'your' if read_curve is my_read_curve else 'the library'}'s learning-curve reader "
+        whose = "your" if read_curve is my_read_curve else "the library's"
+        r.p(f"Read with {whose} learning-curve reader "
             "(overfitting: validation loss more than 10% above its minimum at the end while the training loss kept "
             "falling; underfitting: training loss fell by less than 20%).")
         r.student("For each variant: do you agree with the reader's verdict? Point at the curve that shows it, and "
