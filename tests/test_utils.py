@@ -77,3 +77,24 @@ def test_atomic_writes_get_the_usual_file_permissions(tmp_path):
     for path in (write_json(tmp_path / "m.json", {"a": 1}), write_text(tmp_path / "r.md", "x")):
         assert path.stat().st_mode & 0o777 == 0o666 & ~_umask()
         assert os.access(path, os.R_OK)
+
+
+def test_the_library_logger_writes_to_the_stderr_of_the_moment_not_the_one_it_was_made_with(monkeypatch):
+    """Jupyter, papermill and pytest swap ``sys.stderr``: a handler that kept the stream it was created with
+    writes into a closed one later, and the user sees "--- Logging error ---" instead of the warning."""
+    import io
+    import sys
+
+    from medssl import utils
+
+    monkeypatch.setattr(utils.log, "handlers", [])
+    first = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", first)
+    logger = utils.get_logger()
+    logger.warning("made while the first stream was stderr")
+    first.close()
+    second = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", second)
+    logger.warning("the encoder was pretrained on %spx images", 64)
+    assert second.getvalue() == "[medssl] WARNING: the encoder was pretrained on 64px images\n"
+    assert utils.get_logger() is logger and len(logger.handlers) == 1

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import random
+import sys
 import tempfile
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -21,10 +22,29 @@ from .errors import ConfigError, OutputExistsError
 log = logging.getLogger("medssl")
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a record is emitted, not to the one there was at creation.
+
+    Jupyter, papermill and pytest swap ``sys.stderr``; a handler holding the first one would write into a
+    closed stream later ("--- Logging error ---") and the message would be lost.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def get_logger() -> logging.Logger:
     """The library logger, with a plain handler the first time it is asked for."""
     if not log.handlers:
-        handler = logging.StreamHandler()
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("[medssl] %(levelname)s: %(message)s"))
         log.addHandler(handler)
         log.setLevel(logging.INFO)
