@@ -83,6 +83,9 @@ def test_resolve_tasks():
     assert M.resolve_tasks(6, "breastmnist", []) == [] and M.resolve_tasks(6, "breastmnist", None) == []
     assert [d.id for d in M.resolve_tasks(6, "breastmnist", ["p1"])] == ["P1"]  # helpers may take the other team's
     assert len(M.resolve_tasks(7, "breastmnist", "all")) == 6
+    # the command line's `--tasks auto` arrives as a one-item list (nargs="*"), and `check --help` offers 'auto'
+    assert [d.id for d in M.resolve_tasks(8, "pneumoniamnist", ["auto"])] == ["P8-1", "P8-2", "P8-3"]
+    assert len(M.resolve_tasks(7, "breastmnist", ["all"])) == 6 and M.resolve_tasks(7, "breastmnist", ["none"]) == []
     with pytest.raises(ConfigError, match="belongs to Week 6"):
         M.resolve_tasks(5, "breastmnist", ["P1"])
     with pytest.raises(ConfigError, match="unknown extra task"):

@@ -405,7 +405,11 @@ def resolve_tasks(week: int, dataset: str, tasks: str | Iterable[str] | None = "
     team's tasks); a task of another week is an error.
     """
     w = check_week(week)
-    if tasks is None or tasks == "none" or (not isinstance(tasks, str) and not list(tasks)):
+    if tasks is not None and not isinstance(tasks, str):
+        tasks = list(tasks)
+        if len(tasks) == 1 and tasks[0] in ("auto", "all", "none"):  # a command line's --tasks auto
+            tasks = tasks[0]
+    if tasks is None or tasks == "none" or (not isinstance(tasks, str) and not tasks):
         return []
     if tasks == "auto":
         return extra_tasks(w, dataset)
