@@ -8,7 +8,9 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pytest
 
+from medssl.errors import ConfigError
 from medssl.plots import overlay_learning_curves
 
 
@@ -72,6 +74,16 @@ def test_error_taxonomy_statistics_match_a_hand_computation():
     # pixels below mean - std: FP: mean .4, std .4 -> threshold 0 -> none; TP: .75 - .433 -> the 0 pixel
     assert rows["FP"]["dark_area mean"] == 0.0 and rows["TP"]["dark_area mean"] == 0.25
     np.testing.assert_allclose(rows["FN"]["brightness mean"], 0.75)
+    # "high-confidence" = the called class got P >= 0.9, wherever the threshold is. A high threshold (0.87, as a
+    # TPR target picks) must still count an FP at 0.9998 (a margin around the threshold counted none), and an FN
+    # at 0.22 is not sure of "normal" (P(normal) 0.78) although it lies far below the threshold.
+    hi = {r["group"]: r for r in error_taxonomy_table(np.repeat(images, 2, axis=0),
+                                                       np.array([0.95, 0.05, 0.9998, 0.05, 0.88, 0.2, 0.89, 0.22]),
+                                                       np.array([1, 0, 0, 1, 1, 0, 0, 1]), 0.87)}
+    assert [hi[g]["n"] for g in ("TP", "TN", "FP", "FN")] == [2, 2, 2, 2]
+    assert [hi[g]["high-confidence"] for g in ("TP", "TN", "FP", "FN")] == [1, 1, 1, 1]
+    with pytest.raises(ConfigError, match="confidence must be in"):
+        error_taxonomy_table(images, scores, y, 0.5, confidence=0.3)
     fig = grouped_error_gallery(images, scores, y, 0.5, k=2)
     titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
     assert titles[0].startswith("p=0.95") and titles[1].startswith("p=0.40")   # FP row first, then FN

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from ..errors import ConfigError
 from ..plots import label_fraction_axis
 
 
@@ -53,20 +54,25 @@ def image_statistics(images: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def error_taxonomy_table(images: np.ndarray, scores: np.ndarray, y: np.ndarray, threshold: float,
-                         confident_margin: float = 0.25) -> list[dict]:
+                         confidence: float = 0.9) -> list[dict]:
     """Image statistics of correct calls vs false positives vs false negatives (mean and std per group).
 
-    ``high-confidence`` counts the group's cases whose score is more than ``confident_margin`` away from
-    the threshold: errors the model was sure of.
+    ``high-confidence`` counts the group's cases where the model gave the class it called a probability of at
+    least ``confidence``: ``score >= confidence`` for a positive call, ``1 - score >= confidence`` for a negative
+    one (errors the model was sure of). The rule does not depend on where the threshold sits: a distance from
+    the threshold could not count any positive call once the threshold is near 1.
     """
+    if not 0.5 <= confidence <= 1.0:
+        raise ConfigError(f"confidence must be in [0.5, 1] (a probability of the called class), got {confidence}")
     groups = outcome_groups(scores, y, threshold)
     stats = image_statistics(images)
     scores = np.asarray(scores, dtype=np.float64)
+    sure = np.where(scores >= threshold, scores >= confidence, 1.0 - scores >= confidence)
     rows = []
     for g in ERROR_GROUPS:
         m = groups == g
         row: dict = {"group": g, "n": int(m.sum()),
-                     "high-confidence": int((m & (np.abs(scores - threshold) > confident_margin)).sum())}
+                     "high-confidence": int((m & sure).sum())}
         for k, v in stats.items():
             row[f"{k} mean"] = float(v[m].mean()) if m.any() else float("nan")
             row[f"{k} std"] = float(v[m].std()) if m.any() else float("nan")
