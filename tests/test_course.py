@@ -200,6 +200,17 @@ def test_committed_results_pass_the_checker():
         assert rep.passed(), rep.format()
 
 
+def test_reference_folders_cover_both_datasets_with_every_focus_task_and_no_unwritten_place():
+    """The course team's exemplars (issue 15): Weeks 1-8 for both datasets, each with its dataset's extra tasks and
+    every ✍️ place answered (a reference folder may still lack what only a student can add, e.g. a screenshot)."""
+    refs = sorted((REPO / "results").glob("week[1-8]/*/reference"))
+    assert sorted({(p.parent.parent.name, p.parent.name) for p in refs}) == sorted(
+        (f"week{w}", d) for w in range(1, 9) for d in ("breastmnist", "pneumoniamnist"))
+    for folder in refs:
+        rep = check.check_folder(folder, tasks="auto")
+        assert rep.passed() and not rep.of("to write"), rep.format(strict=True)
+
+
 # ------------------------------------------------------------------ running: arguments and bookkeeping
 def test_parse_helpers():
     assert runner.parse_weeks("1-3,5 7") == [1, 2, 3, 5, 7]
