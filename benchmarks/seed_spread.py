@@ -54,13 +54,19 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return m, sd
 
 
+def row(seed: int, res: dict, source: Path) -> dict:
+    """A table row: the seed, the test metrics, the best epoch, the wall time and the initialisation that ran."""
+    return {"seed": seed, **{k: res[k] for k in METRICS}, "best_epoch": res.get("best_epoch"),
+            "wall_time_s": res.get("wall_time_s"), "init": res.get("model", {}).get("init", "-"),
+            "source": str(source)}
+
+
 def sweep(metrics_file: Path, seeds: list[int], runs: Path, progress: bool = False) -> list[dict]:
     """One row per seed (the committed one first): seed, test metrics, best epoch, wall time, where it came from."""
     record = json.loads(metrics_file.read_text())
     base = config_of(record)
     name = metrics_file.stem.removeprefix("metrics_")
-    rows = [{"seed": base.seed, **{k: record[k] for k in METRICS}, "best_epoch": record.get("best_epoch"),
-             "wall_time_s": record.get("wall_time_s"), "source": str(metrics_file)}]
+    rows = [row(base.seed, record, metrics_file)]
     for seed in seeds:
         if seed == base.seed:
             raise ConfigError(f"seed {seed} is the committed run's own seed; give other seeds.")
@@ -78,8 +84,7 @@ def sweep(metrics_file: Path, seeds: list[int], runs: Path, progress: bool = Fal
         else:
             print(f"seed {seed}: training into {out}", flush=True)
             res = run(cfg, out, overwrite=out.exists())
-        rows.append({"seed": seed, **{k: res[k] for k in METRICS}, "best_epoch": res.get("best_epoch"),
-                     "wall_time_s": res.get("wall_time_s"), "source": str(done)})
+        rows.append(row(seed, res, done))
     return rows
 
 
@@ -88,15 +93,16 @@ def report(rows: list[dict], metrics_file: Path, cfg: TrainConfig) -> str:
              f"Configuration from `{metrics_file}`, only the seed changed: model {cfg.model}, finetune "
              f"{cfg.finetune}, aug {cfg.aug}, {cfg.epochs} epochs, batch {cfg.batch_size}, lr {cfg.lr}, "
              f"weight decay {cfg.weight_decay}, optimizer {cfg.optimizer}, scheduler {cfg.scheduler}, "
-             f"select {cfg.select}, size {cfg.size}, pretrained {cfg.pretrained}. Test split, best validation epoch.",
-             "", "| seed | test AUROC | test acc | test ECE | best epoch | wall time (s) |",
-             "|---|---|---|---|---|---|"]
+             f"select {cfg.select}, size {cfg.size}, ImageNet weights requested: {cfg.pretrained}. Test split, best "
+             "validation epoch.",
+             "", "| seed | test AUROC | test acc | test ECE | best epoch | wall time (s) | initialisation |",
+             "|---|---|---|---|---|---|---|"]
     for r in rows:
         wall = "-" if r["wall_time_s"] is None else f"{r['wall_time_s']:.0f}"
         lines.append(f"| {r['seed']} | {r['auroc']:.4f} | {r['acc']:.4f} | {r['ece']:.4f} | {r['best_epoch']} "
-                     f"| {wall} |")
+                     f"| {wall} | {r['init']} |")
     stats = {k: mean_std([r[k] for r in rows]) for k in METRICS}
-    lines.append("| mean ± std | " + " | ".join(f"{m:.4f} ± {s:.4f}" for m, s in stats.values()) + " | | |")
+    lines.append("| mean ± std | " + " | ".join(f"{m:.4f} ± {s:.4f}" for m, s in stats.values()) + " | | | |")
     lines += ["", f"std: sample standard deviation over {len(rows)} seeds (n - 1)."]
     return "\n".join(lines) + "\n"
 

@@ -51,9 +51,11 @@ def test_sweep_trains_other_seeds_with_the_same_config_reports_them_and_resumes(
     assert {k: v for k, v in new["config"].items() if k != "seed"} == \
         {k: v for k, v in first["config"].items() if k != "seed"} and new["config"]["seed"] == 3
     assert rows[0]["auroc"] == first["auroc"] and rows[1]["auroc"] == new["auroc"]
+    assert rows[1]["init"] == new["model"]["init"] == "random"      # what ran, not what was asked for
     text = seed_spread.report(rows, metrics, cfg)
     m, sd = seed_spread.mean_std([first["auroc"], new["auroc"]])
     assert f"{m:.4f} ± {sd:.4f}" in text
+    assert f"| 3 | {new['auroc']:.4f} | {new['acc']:.4f} | {new['ece']:.4f} | {new['best_epoch']} |" in text
 
     def no_training(*a, **k):
         raise AssertionError("a finished seed was trained again")
