@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -26,7 +25,7 @@ from medssl.augment import supervised_augmentation  # noqa: E402
 from medssl.data import get_spec  # noqa: E402
 from medssl.errors import ConfigError  # noqa: E402
 from medssl.train import TrainConfig, run  # noqa: E402
-from medssl.utils import write_text  # noqa: E402
+from medssl.utils import mean_std, write_text  # noqa: E402
 
 METRICS = ("auroc", "acc", "ece")
 
@@ -44,14 +43,6 @@ def config_of(record: dict) -> TrainConfig:
         raise ConfigError(f"the run's augmentation {used} is not the '{cfg.aug}' preset {preset} (a notebook's own "
                           "pipeline); other seeds cannot repeat it from the record.")
     return cfg
-
-
-def mean_std(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (n - 1; nan for one value)."""
-    n = len(values)
-    m = sum(values) / n
-    sd = math.sqrt(sum((v - m) ** 2 for v in values) / (n - 1)) if n > 1 else float("nan")
-    return m, sd
 
 
 def row(seed: int, res: dict, source: Path) -> dict:

@@ -2,7 +2,10 @@
 
 from pathlib import Path
 
-from medssl.utils import display_path
+import numpy as np
+import pytest
+
+from medssl.utils import display_path, mean_std
 
 
 def test_display_path_starts_at_results_wherever_the_repo_or_temp_folder_is():
@@ -98,3 +101,11 @@ def test_the_library_logger_writes_to_the_stderr_of_the_moment_not_the_one_it_wa
     logger.warning("the encoder was pretrained on %spx images", 64)
     assert second.getvalue() == "[medssl] WARNING: the encoder was pretrained on 64px images\n"
     assert utils.get_logger() is logger and len(logger.handlers) == 1
+
+
+def test_mean_std_is_the_sample_std_and_skips_missing_values():
+    assert mean_std([1.0, 2.0, 3.0]) == pytest.approx((2.0, 1.0))              # n - 1 (n would give 0.816)
+    assert mean_std([1.0, None, float("nan"), 3.0]) == pytest.approx((2.0, 2 ** 0.5))  # a run that failed is skipped
+    m, sd = mean_std([0.5])
+    assert m == 0.5 and np.isnan(sd)
+    assert all(np.isnan(x) for x in mean_std([None]))

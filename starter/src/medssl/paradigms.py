@@ -63,6 +63,7 @@ from .utils import (
     RUN_MARKERS,
     atomic_path,
     get_logger,
+    mean_std,
     prepare_out_dir,
     read_jsonl,
     resolve_device,
@@ -603,13 +604,6 @@ RECIPE_COLUMNS = ("run", "init", "acc", "acc_tta", "f1_macro", "f1_macro_tta", "
                   "best_epoch", "epochs_run", "wall_time_s")
 
 
-def _mean_std(values: Sequence[float]) -> tuple[float, float]:
-    v = np.asarray([x for x in values if x is not None and not math.isnan(x)], dtype=float)
-    if v.size == 0:
-        return float("nan"), float("nan")
-    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else float("nan")
-
-
 def _fmt_mean_std(mean: float, std: float, digits: int) -> str:
     if math.isnan(mean):
         return "-"
@@ -677,7 +671,7 @@ def run_recipe(cfg: RecipeConfig, out: str | os.PathLike, overwrite: bool = Fals
     summary: dict = {"run": f"mean ± std (n={len(rows)})" if len(rows) > 1 else "mean (n=1, no std)",
                      "init": rows[0]["init"]}
     for m in (*RECIPE_METRICS, "best_epoch", "epochs_run", "wall_time_s"):
-        mean, std = _mean_std([r[m] for r in rows])
+        mean, std = mean_std([r[m] for r in rows])
         summary[f"{m}_mean"], summary[f"{m}_std"] = mean, std
         summary[m] = _fmt_mean_std(mean, std, 4 if m in RECIPE_METRICS else 1)
     record.update(rows=rows, summary=summary, tta_transforms=tta_names, status="done",

@@ -272,6 +272,15 @@ def prepare_out_dir(out: str | os.PathLike, overwrite: bool = False,
     return out
 
 
+def mean_std(values) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof=1) of the values that are not None or NaN, e.g. one metric over
+    seeds; the std is NaN for a single value, and both are NaN for none."""
+    v = np.asarray([x for x in values if x is not None and not np.isnan(x)], dtype=float)
+    if v.size == 0:
+        return float("nan"), float("nan")
+    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else float("nan")
+
+
 def check_fraction(frac: float, name: str = "label fraction") -> float:
     try:
         frac = float(frac)
