@@ -319,7 +319,8 @@ def cells(md, code, params_cell, start_cell):
             notes = ch.Readme(f"{tid} — high-confidence errors ({wk.dataset}, {wk.student})")
             notes.figure(fig_name, "Most confident FP and FN, with confident TP and TN for contrast")
             notes.p("Image statistics per outcome (0-1 scale; dark area = share of pixels below mean - 1 std; "
-                    "high-confidence = the model gave the class it called a probability of at least 0.9):")
+                    f"high-confidence = the model gave the class it called a probability of at least "
+                    f"{ch.HIGH_CONFIDENCE:g}):")
             notes.table(taxonomy)
             notes.table(errors_md.split("\\n\\n", 2)[-1])
             notes.student("Put each error in a category (e.g. low contrast, borderline, artifact, tiny lesion, "

@@ -36,6 +36,7 @@ def gallery_captions(idx: Sequence[int], labels: np.ndarray, probs: np.ndarray, 
 
 
 ERROR_GROUPS = ("TP", "TN", "FP", "FN")
+HIGH_CONFIDENCE = 0.9  # error_taxonomy_table: a call is confident when its class got at least this probability
 
 
 def outcome_groups(scores: np.ndarray, y: np.ndarray, threshold: float) -> np.ndarray:
@@ -54,7 +55,7 @@ def image_statistics(images: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def error_taxonomy_table(images: np.ndarray, scores: np.ndarray, y: np.ndarray, threshold: float,
-                         confidence: float = 0.9) -> list[dict]:
+                         confidence: float = HIGH_CONFIDENCE) -> list[dict]:
     """Image statistics of correct calls vs false positives vs false negatives (mean and std per group).
 
     ``high-confidence`` counts the group's cases where the model gave the class it called a probability of at

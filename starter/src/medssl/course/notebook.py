@@ -19,6 +19,7 @@ import numpy as np
 from ..errors import ConfigError
 from .environment import device_banner, drive_folder, environment, in_colab, smoke_from_env
 from .lessons import (
+    HIGH_CONFIDENCE,
     bar_figure,
     error_taxonomy_table,
     fraction_figure,
@@ -97,8 +98,8 @@ def best_by_val_auroc(results: Mapping[str, Mapping]) -> str:
     return min(results, key=rank)
 
 
-__all__ = ["Readme", "WeekRun", "bar_figure", "best_by_val_auroc", "config_defaults", "device_banner",
-           "draft_skeleton", "drive_folder", "environment", "error_taxonomy_table", "fraction_figure",
-           "gallery_captions", "grouped_error_gallery", "in_colab", "load_json", "markdown_table", "metrics_rows",
-           "misclassified", "missing_pieces", "reproducibility_checklist", "run_facts", "same_settings",
-           "self_check", "smoke_from_env"]
+__all__ = ["HIGH_CONFIDENCE", "Readme", "WeekRun", "bar_figure", "best_by_val_auroc", "config_defaults",
+           "device_banner", "draft_skeleton", "drive_folder", "environment", "error_taxonomy_table",
+           "fraction_figure", "gallery_captions", "grouped_error_gallery", "in_colab", "load_json", "markdown_table",
+           "metrics_rows", "misclassified", "missing_pieces", "reproducibility_checklist", "run_facts",
+           "same_settings", "self_check", "smoke_from_env"]
